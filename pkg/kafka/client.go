@@ -1,0 +1,68 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+	"github.com/twmb/franz-go/plugin/kslog"
+)
+
+// NewClient returns a franz-go client for cfg with the given extra options
+// (consumer group, topics, ...). component names the client in broker logs
+// and in our own.
+func NewClient(cfg Config, log *slog.Logger, component string, opts ...kgo.Opt) (*kgo.Client, error) {
+	base := []kgo.Opt{
+		kgo.SeedBrokers(cfg.Brokers...),
+		kgo.ClientID(cfg.ClientID + "-" + component),
+		kgo.WithLogger(kslog.New(log.With("component", component, "lib", "franz-go"))),
+		kgo.ProducerLinger(cfg.ProduceLinger.Std()),
+		kgo.ProducerBatchMaxBytes(int32(cfg.ProduceBatchBytes)),
+		kgo.RecordRetries(0), // 0 = retry forever: a record is never dropped for a broker hiccup
+		kgo.ProduceRequestTimeout(30 * time.Second),
+		kgo.RetryTimeout(0),
+	}
+	tc, err := cfg.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	if tc != nil {
+		base = append(base, kgo.DialTLSConfig(tc))
+	}
+	switch strings.ToUpper(cfg.SASL.Mechanism) {
+	case "":
+	case "PLAIN":
+		base = append(base, kgo.SASL(plain.Auth{User: cfg.SASL.Username, Pass: cfg.SASL.Password}.AsMechanism()))
+	case "SCRAM-SHA-256":
+		base = append(base, kgo.SASL(scram.Auth{User: cfg.SASL.Username, Pass: cfg.SASL.Password}.AsSha256Mechanism()))
+	case "SCRAM-SHA-512":
+		base = append(base, kgo.SASL(scram.Auth{User: cfg.SASL.Username, Pass: cfg.SASL.Password}.AsSha512Mechanism()))
+	default:
+		return nil, fmt.Errorf("kafka: unknown SASL mechanism %q", cfg.SASL.Mechanism)
+	}
+	cl, err := kgo.NewClient(append(base, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client %s: %w", component, err)
+	}
+	return cl, nil
+}
+
+// Ping waits until a broker answers or ctx ends.
+func Ping(ctx context.Context, cl *kgo.Client) error {
+	for {
+		err := cl.Ping(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("kafka unreachable: %w", err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,186 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Handler processes one polled batch of records, in partition order. When it
+// returns nil, everything the batch caused must be durable (produced records
+// acknowledged by the broker, state written): the consumer then commits the
+// batch's offsets. A returned error means the batch could not be processed
+// (for example the broker is unreachable) and the same batch is handed over
+// again after a backoff; bad records are the handler's to dead-letter, not to
+// return as errors.
+//
+// The context is not cancelled by a shutdown request: in-flight work finishes.
+type Handler func(ctx context.Context, recs []*kgo.Record) error
+
+// PartitionsFunc is told which partitions of which topics were assigned or
+// revoked.
+type PartitionsFunc func(ctx context.Context, cl *kgo.Client, partitions map[string][]int32)
+
+// ConsumerConfig says what a Consumer reads.
+type ConsumerConfig struct {
+	// Group is the consumer group, by convention "hookstream-<component>".
+	Group  string
+	Topics []string
+	// InstanceID enables static membership so that a restarted pod with the
+	// same id does not cause a rebalance. Empty: dynamic membership.
+	InstanceID string
+	// OnAssigned, if set, runs after partitions are assigned and before any
+	// of their records are handled.
+	OnAssigned PartitionsFunc
+	// OnRevoked, if set, runs after the revoked partitions' offsets have been
+	// committed.
+	OnRevoked PartitionsFunc
+}
+
+// Consumer is a consumer-group member that commits offsets only after its
+// Handler has processed the records: at-least-once, with nothing skipped.
+type Consumer struct {
+	cl      *kgo.Client
+	handler Handler
+	log     *slog.Logger
+	max     int
+}
+
+// NewConsumer returns a consumer. The returned client can also be used to
+// produce the handler's outputs.
+func NewConsumer(cfg Config, log *slog.Logger, component string, cc ConsumerConfig, h Handler, extra ...kgo.Opt) (*Consumer, error) {
+	if cc.Group == "" || len(cc.Topics) == 0 {
+		return nil, errors.New("kafka consumer: group and topics are required")
+	}
+	c := &Consumer{handler: h, log: log.With("component", component), max: cfg.FetchMaxRecords}
+	opts := []kgo.Opt{
+		kgo.ConsumerGroup(cc.Group),
+		kgo.ConsumeTopics(cc.Topics...),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		// Setting OnPartitionsRevoked replaces franz-go's commit-on-revoke,
+		// so we commit here ourselves. Everything polled has been handled by
+		// the time a rebalance may run (BlockRebalanceOnPoll).
+		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+			if err := cl.CommitUncommittedOffsets(ctx); err != nil {
+				c.log.Warn("commit on revoke failed; records will be handled again", "err", err)
+			}
+			if cc.OnRevoked != nil {
+				cc.OnRevoked(ctx, cl, revoked)
+			}
+		}),
+		kgo.OnPartitionsLost(func(ctx context.Context, cl *kgo.Client, lost map[string][]int32) {
+			c.log.Warn("partitions lost", "partitions", lost)
+			if cc.OnRevoked != nil {
+				cc.OnRevoked(ctx, cl, lost)
+			}
+		}),
+	}
+	if cc.OnAssigned != nil {
+		opts = append(opts, kgo.OnPartitionsAssigned(cc.OnAssigned))
+	}
+	if cc.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(cc.InstanceID))
+	}
+	cl, err := NewClient(cfg, log, component, append(opts, extra...)...)
+	if err != nil {
+		return nil, err
+	}
+	c.cl = cl
+	return c, nil
+}
+
+// Client is the consumer's client; produce through it.
+func (c *Consumer) Client() *kgo.Client { return c.cl }
+
+// Run polls and handles records until ctx is cancelled, then finishes the
+// batch in hand, commits it, and returns nil. Close the consumer afterwards.
+func (c *Consumer) Run(ctx context.Context) error {
+	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
+	for {
+		fetches := c.cl.PollRecords(ctx, c.max)
+		if fetches.IsClientClosed() {
+			return nil
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				c.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
+			}
+		})
+		if recs := fetches.Records(); len(recs) > 0 {
+			if !c.handle(ctx, recs, backoff) {
+				c.cl.AllowRebalance()
+				return nil
+			}
+			commitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			if err := c.cl.CommitUncommittedOffsets(commitCtx); err != nil {
+				c.log.Warn("commit failed; records will be handled again", "err", err)
+			}
+			cancel()
+		}
+		c.cl.AllowRebalance()
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+// handle runs the handler until it succeeds. It gives up only when a stop was
+// requested, reporting false: the batch is then not committed and will be
+// handled again by whoever owns the partitions next.
+func (c *Consumer) handle(ctx context.Context, recs []*kgo.Record, b *backoff) bool {
+	hctx := context.WithoutCancel(ctx)
+	for {
+		err := c.handler(hctx, recs)
+		if err == nil {
+			b.reset()
+			return true
+		}
+		c.log.Error("handling batch failed; retrying", "records", len(recs), "err", err)
+		if !b.wait(ctx) {
+			c.log.Warn("stopping with an unprocessed batch; it will be consumed again", "records", len(recs))
+			return false
+		}
+	}
+}
+
+// Close leaves the group (committing in OnPartitionsRevoked) and closes the
+// client.
+func (c *Consumer) Close() { c.cl.Close() }
+
+// ProduceSync produces recs and waits until the broker has acknowledged all
+// of them.
+func ProduceSync(ctx context.Context, cl *kgo.Client, recs ...*kgo.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	if err := cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		return fmt.Errorf("produce: %w", err)
+	}
+	return nil
+}
+
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max, cur: min} }
+
+func (b *backoff) reset() { b.cur = b.min }
+
+func (b *backoff) wait(ctx context.Context) bool {
+	t := time.NewTimer(b.cur)
+	defer t.Stop()
+	b.cur = min(b.cur*2, b.max)
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
