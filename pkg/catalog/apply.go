@@ -1,0 +1,156 @@
+package catalog
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/hookstream/hookstream/pkg/kafka"
+	"github.com/hookstream/hookstream/pkg/manifest"
+)
+
+// Actions reported per object, as kubectl does.
+const (
+	Created    = "created"
+	Configured = "configured"
+	Unchanged  = "unchanged"
+	Deleted    = "deleted"
+)
+
+// Change is what Apply did, or with dryRun would do, to one object.
+type Change struct {
+	Kind       string `json:"kind"`
+	Name       string `json:"name"`
+	Action     string `json:"action"`
+	Generation int64  `json:"generation"`
+}
+
+// Writer applies manifests to the campaigns topic and waits until its own
+// catalog reflects them, so that a caller reads its writes.
+type Writer struct {
+	Client *kgo.Client
+	Topic  string
+	Cat    *Catalog
+}
+
+// Apply validates objs against the catalog and, unless dryRun, writes the
+// ones that changed. Each changed object gets the next generation; a campaign
+// keeps the targetId it was first given.
+func (w *Writer) Apply(ctx context.Context, objs []manifest.Object, dryRun bool) ([]Change, error) {
+	if probs := manifest.Validate(objs, w.Cat.Exists); len(probs) > 0 {
+		return nil, probs
+	}
+	var changes []Change
+	var recs []*kgo.Record
+	for _, o := range objs {
+		manifest.ApplyDefaults(o)
+		key := manifest.Key(o)
+		md := o.GetMetadata()
+		ch := Change{Kind: o.GetKind(), Name: md.Name, Action: Created, Generation: 1}
+		cur, exists := w.Cat.Get(o.GetKind(), md.Name)
+		if exists {
+			ch.Generation = cur.GetMetadata().Generation
+			same, err := sameSpec(cur, o)
+			if err != nil {
+				return nil, err
+			}
+			if same {
+				ch.Action = Unchanged
+				changes = append(changes, ch)
+				continue
+			}
+			ch.Action, ch.Generation = Configured, ch.Generation+1
+		}
+		md.Generation = ch.Generation
+		if c, ok := o.(*manifest.Campaign); ok {
+			c.Status = &manifest.CampaignState{TargetID: TargetID(md.Name)}
+			if exists {
+				if prev := cur.(*manifest.Campaign).Status; prev != nil {
+					c.Status.TargetID = prev.TargetID
+				}
+			}
+		}
+		value, err := json.Marshal(o)
+		if err != nil {
+			return nil, fmt.Errorf("encode %s: %w", key, err)
+		}
+		recs = append(recs, &kgo.Record{Topic: w.Topic, Key: []byte(key), Value: value})
+		changes = append(changes, ch)
+	}
+	if dryRun || len(recs) == 0 {
+		return changes, nil
+	}
+	return changes, w.write(ctx, recs)
+}
+
+// Delete writes a tombstone for kind/name. It reports false when the object
+// does not exist.
+func (w *Writer) Delete(ctx context.Context, kind, name string) (bool, error) {
+	if _, ok := w.Cat.Get(kind, name); !ok {
+		return false, nil
+	}
+	return true, w.write(ctx, []*kgo.Record{{Topic: w.Topic, Key: []byte(kind + "/" + name)}})
+}
+
+func (w *Writer) write(ctx context.Context, recs []*kgo.Record) error {
+	res := w.Client.ProduceSync(ctx, recs...)
+	if err := res.FirstErr(); err != nil {
+		return fmt.Errorf("write %s: %w", w.Topic, err)
+	}
+	last := int64(0)
+	for _, r := range res {
+		last = max(last, r.Record.Offset)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := w.Cat.WaitVersion(wctx, last+1); err != nil {
+		return fmt.Errorf("written, but this process has not read it back yet: %w", err)
+	}
+	return nil
+}
+
+// sameSpec compares two objects ignoring what the server sets.
+func sameSpec(a, b manifest.Object) (bool, error) {
+	strip := func(o manifest.Object) ([]byte, error) {
+		raw, err := json.Marshal(o)
+		if err != nil {
+			return nil, err
+		}
+		var m map[string]any
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return nil, err
+		}
+		delete(m, "status")
+		if md, ok := m["metadata"].(map[string]any); ok {
+			delete(md, "generation")
+		}
+		return json.Marshal(m)
+	}
+	x, err := strip(a)
+	if err != nil {
+		return false, err
+	}
+	y, err := strip(b)
+	if err != nil {
+		return false, err
+	}
+	return bytes.Equal(x, y), nil
+}
+
+// TargetID is the stable positive targetId of a campaign, derived from its
+// name so that every process and every re-creation agrees on it.
+func TargetID(name string) int64 {
+	h := fnv.New32a()
+	h.Write([]byte(name))
+	return int64(h.Sum32()%2147483646) + 1
+}
+
+// NewWriter returns a writer that produces through cl.
+func NewWriter(cl *kgo.Client, cfg kafka.Config, cat *Catalog) *Writer {
+	return &Writer{Client: cl, Topic: cfg.Topics().Campaigns, Cat: cat}
+}
