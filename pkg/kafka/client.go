@@ -20,7 +20,7 @@ func NewClient(cfg Config, log *slog.Logger, component string, opts ...kgo.Opt) 
 	base := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ClientID(cfg.ClientID + "-" + component),
-		kgo.WithLogger(kslog.New(log.With("component", component, "lib", "franz-go"))),
+		kgo.WithLogger(kslog.New(slog.New(quieter{log.Handler()}).With("lib", "franz-go", "client", component))),
 		kgo.ProducerLinger(cfg.ProduceLinger.Std()),
 		kgo.ProducerBatchMaxBytes(int32(cfg.ProduceBatchBytes)),
 		kgo.RecordRetries(0), // 0 = retry forever: a record is never dropped for a broker hiccup
@@ -66,3 +66,25 @@ func Ping(ctx context.Context, cl *kgo.Client) error {
 		}
 	}
 }
+
+// quieter demotes franz-go's info logs (connections, metadata, group
+// joins) to debug: they are useful when debugging and noise otherwise.
+type quieter struct{ slog.Handler }
+
+func (q quieter) Enabled(ctx context.Context, l slog.Level) bool {
+	if l == slog.LevelInfo {
+		l = slog.LevelDebug
+	}
+	return q.Handler.Enabled(ctx, l)
+}
+
+func (q quieter) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level == slog.LevelInfo {
+		r.Level = slog.LevelDebug
+	}
+	return q.Handler.Handle(ctx, r)
+}
+
+func (q quieter) WithAttrs(as []slog.Attr) slog.Handler { return quieter{q.Handler.WithAttrs(as)} }
+
+func (q quieter) WithGroup(name string) slog.Handler { return quieter{q.Handler.WithGroup(name)} }

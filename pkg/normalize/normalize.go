@@ -26,6 +26,7 @@
 package normalize
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"strconv"
@@ -197,7 +198,7 @@ func (n *Normalizer) Normalize(raw []byte) []Result {
 	if err := env.parse(rec); err != nil {
 		return []Result{{Raw: raw, Err: err}}
 	}
-	if env.typ == nil && env.d != nil {
+	if isAbsent(env.typ) && env.d != nil {
 		return n.upload(raw, &env, now)
 	}
 	ev, err := n.single(rec, &env, now)
@@ -214,10 +215,14 @@ func (n *Normalizer) checkObject(rec []byte, max int, what string) *Error {
 		return newError(CodeTooLarge, what+": "+strconv.Itoa(len(rec))+" bytes, more than "+strconv.Itoa(max))
 	}
 	if rec[0] != '{' {
-		if end, err := scanValue(rec, 0); err == nil && end == len(rec) {
-			return newError(CodeNotObject, what+": must be a JSON object, got "+kindOf(rec))
+		end, err := scanValue(rec, 0)
+		switch {
+		case err != nil:
+			return newError(CodeNotJSON, what+": not JSON: "+err.Error())
+		case end != len(rec):
+			return newError(CodeNotJSON, what+": not JSON: unexpected data after the value at offset "+strconv.Itoa(end))
 		}
-		return newError(CodeNotJSON, what+": not JSON: "+errUnexpected(rec, 0).Error())
+		return newError(CodeNotObject, what+": must be a JSON object, got "+kindOf(rec))
 	}
 	return nil
 }
@@ -230,7 +235,7 @@ func (n *Normalizer) single(rec []byte, env *envelope, now int64) (*hookstreamv1
 	if !utf8.Valid(rec) {
 		return nil, newError(CodeInvalidUTF8, "record: not valid UTF-8")
 	}
-	if env.typ == nil {
+	if isAbsent(env.typ) {
 		return nil, newError(CodeUnknownType, `type: missing (expected event, profile, track, identify, page or screen, or a CleverTap upload {"d":[...]})`)
 	}
 	typ, err := env.typeName()
@@ -350,7 +355,7 @@ func (n *Normalizer) element(elem []byte, now int64) (*hookstreamv1.Event, *Erro
 	if err := env.parse(elem); err != nil {
 		return nil, err
 	}
-	if env.typ == nil {
+	if isAbsent(env.typ) {
 		return nil, newError(CodeUnknownType, "type: missing (expected event or profile)")
 	}
 	typ, err := env.typeName()
@@ -392,11 +397,11 @@ func (n *Normalizer) element(elem []byte, now int64) (*hookstreamv1.Event, *Erro
 // envelope holds the raw values of the top-level keys any format uses; nil
 // means absent. Values alias the record.
 type envelope struct {
-	typ, d                                         []byte
-	identity, objectID, userID, anonymousID        []byte
-	name, event, evtName                           []byte
-	ts, timestamp, originalTimestamp               []byte
-	id, messageID                                  []byte
+	typ, d                                            []byte
+	identity, objectID, userID, anonymousID           []byte
+	name, event, evtName                              []byte
+	ts, timestamp, originalTimestamp                  []byte
+	id, messageID                                     []byte
 	properties, evtData, profileData, traits, context []byte
 }
 
@@ -409,7 +414,7 @@ func (e *envelope) parse(rec []byte) *Error {
 			break
 		}
 		var slot *[]byte
-		if inner := key[1 : len(key)-1]; !hasBackslash(inner) {
+		if inner := key[1 : len(key)-1]; bytes.IndexByte(inner, '\\') < 0 {
 			slot = e.slot(string(inner))
 		} else {
 			slot = e.slot(decodeString(key))
@@ -429,15 +434,6 @@ func (e *envelope) parse(rec []byte) *Error {
 		return newError(CodeNotJSON, "record: not JSON: unexpected data after the object at offset "+strconv.Itoa(end))
 	}
 	return nil
-}
-
-func hasBackslash(b []byte) bool {
-	for _, c := range b {
-		if c == '\\' {
-			return true
-		}
-	}
-	return false
 }
 
 func (e *envelope) slot(key string) *[]byte {
@@ -504,9 +500,6 @@ func scalarString(v []byte) (string, bool) {
 			if c < '0' || c > '9' {
 				return "", false
 			}
-		}
-		if string(v) == "-0" {
-			return "", false
 		}
 		return string(v), true
 	}
@@ -582,9 +575,5 @@ func derivedID(content []byte) string {
 	return string(buf[:])
 }
 
-func quoteShort(s string) string {
-	if len(s) > 64 {
-		s = s[:64] + "…"
-	}
-	return strconv.Quote(s)
-}
+// quoteShort quotes s for an error reason, cut when long.
+func quoteShort(s string) string { return strconv.Quote(short([]byte(s))) }

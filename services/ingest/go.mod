@@ -6,3 +6,22 @@ replace (
 	github.com/hookstream/hookstream/pkg => ../../pkg
 	github.com/hookstream/hookstream/proto => ../../proto
 )
+
+require (
+	github.com/hookstream/hookstream/pkg v0.0.0-00010101000000-000000000000
+	github.com/twmb/franz-go v1.22.3
+	go.opentelemetry.io/otel v1.47.0
+	go.opentelemetry.io/otel/metric v1.47.0
+	google.golang.org/protobuf v1.36.12
+)
+
+require (
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/hookstream/hookstream/proto v0.0.0-00010101000000-000000000000 // indirect
+	github.com/klauspost/compress v1.20.3 // indirect
+	github.com/pierrec/lz4/v4 v4.1.33 // indirect
+	github.com/twmb/franz-go/pkg/kadm v1.20.0 // indirect
+	github.com/twmb/franz-go/pkg/kmsg v1.15.1 // indirect
+	github.com/twmb/franz-go/plugin/kslog v1.0.0 // indirect
+	go.yaml.in/yaml/v3 v3.0.6 // indirect
+)

@@ -1,0 +1,120 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/hookstream/hookstream/pkg/kafka/embedded"
+	"github.com/hookstream/hookstream/pkg/redisconn"
+	"github.com/hookstream/hookstream/services/hookstream/internal/process"
+	"github.com/hookstream/hookstream/services/hookstream/internal/receiver"
+)
+
+// runDev runs every service in one process on an embedded Kafka broker
+// (kfake, on a real port) and an embedded Redis unless --redis is given.
+// Everything else is the same code as `serve all`.
+func runDev(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		files     multiFlag
+		redisAddr = fs.String("redis", "", "Use this Redis (host:port) instead of the embedded one.")
+		dataDir   = fs.String("data-dir", ".hookstream", "Where Kafka's and the services' state is kept across restarts.")
+		ephemeral = fs.Bool("ephemeral", false, "Keep all state in memory and temporary directories; nothing survives a restart.")
+		kafkaPort = fs.Int("kafka-port", 9092, "Port of the embedded Kafka broker on 127.0.0.1 (0: any free port).")
+		listen    = fs.String("listen", "127.0.0.1:8080", "HTTP address of the API, the dev receiver, /healthz, /readyz and /metrics.")
+		logLevel  = fs.String("log.level", "info", "debug, info, warn or error.")
+		logFormat = fs.String("log.format", "text", "text or json.")
+	)
+	fs.Var(&files, "f", "Manifest file or directory to apply at start (repeatable).")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	objs, err := readManifests(files)
+	if err != nil {
+		return err
+	}
+
+	var cfg process.Config
+	cfg.RegisterFlags(flag.NewFlagSet("defaults", flag.ContinueOnError))
+	cfg.Target = process.ModAll
+	cfg.Log.Level, cfg.Log.Format = *logLevel, *logFormat
+	cfg.Server.ListenAddress = *listen
+	cfg.Dispatcher.AllowPrivateNetworks = true // the dev receiver is on loopback
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	log := cfg.Log.Logger()
+
+	dir := *dataDir
+	if *ephemeral {
+		if dir, err = os.MkdirTemp("", "hookstream-dev-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	cfg.Evaluator.DataDir = filepath.Join(dir, "evaluator")
+	cfg.Timer.DataDir = filepath.Join(dir, "timer")
+
+	bcfg := embedded.Config{Port: *kafkaPort, Partitions: cfg.Kafka.Partitions}
+	if !*ephemeral {
+		bcfg.DataDir = filepath.Join(dir, "kafka")
+	}
+	broker, err := embedded.Start(bcfg, log)
+	if err != nil {
+		var opErr *net.OpError
+		if errors.As(err, &opErr) {
+			return fmt.Errorf("%w (is another Kafka or hookstream dev running? use --kafka-port)", err)
+		}
+		return err
+	}
+	defer broker.Close()
+	cfg.Kafka.Brokers = []string{broker.Addr()}
+
+	redisNote := "embedded (in memory)"
+	if *redisAddr != "" {
+		cfg.Redis.Addr = *redisAddr
+		redisNote = *redisAddr
+	} else {
+		r, err := redisconn.StartEmbedded()
+		if err != nil {
+			return err
+		}
+		defer r.Close()
+		cfg.Redis.Addr = r.Addr()
+	}
+
+	p, err := process.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	p.Manifests = objs
+	receiver.New(log).Register(p.Server.Mux)
+
+	stateNote := dir
+	if *ephemeral {
+		stateNote = "in memory (--ephemeral)"
+	}
+	fmt.Fprintf(stdout, `Hookstream %s, all services in one process
+  send events:  Kafka %s, topic %s   (kcat -b %s -t %s -P)
+                or POST http://%s/v1/events
+  API:          http://%s   (no tokens: open on loopback only)
+  receiver:     http://%s/dev/receiver   (webhooks sent there are logged)
+  redis:        %s
+  state:        %s
+  stop:         Ctrl-C or SIGTERM (in-flight work finishes; a second signal exits at once)
+`, version(), broker.Addr(), cfg.Kafka.Topics().EventsRaw, broker.Addr(), cfg.Kafka.Topics().EventsRaw, *listen, *listen, *listen, redisNote, stateNote)
+	if f, ok := stdout.(*os.File); ok {
+		_ = f.Sync()
+	}
+	return p.Run(context.Background())
+}

@@ -1,0 +1,158 @@
+package process
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/hookstream/hookstream/pkg/app"
+	"github.com/hookstream/hookstream/pkg/catalog"
+	"github.com/hookstream/hookstream/pkg/kafka"
+	"github.com/hookstream/hookstream/pkg/manifest"
+	"github.com/hookstream/hookstream/pkg/redisconn"
+	"github.com/hookstream/hookstream/pkg/service"
+	"github.com/hookstream/hookstream/pkg/telemetry"
+	"github.com/hookstream/hookstream/services/dispatcher"
+	"github.com/hookstream/hookstream/services/evaluator"
+	"github.com/hookstream/hookstream/services/ingest"
+	"github.com/hookstream/hookstream/services/timer"
+)
+
+// Module names. Each is also the component label in logs and metrics.
+const (
+	ModServer     = "server"
+	ModTopics     = "topics"
+	ModCatalog    = "catalog"
+	ModApply      = "apply"
+	ModIngest     = "ingest"
+	ModEvaluator  = "evaluator"
+	ModTimer      = "timer"
+	ModDispatcher = "dispatcher"
+	ModAll        = "all"
+)
+
+// Process is one Hookstream process being assembled.
+type Process struct {
+	Cfg     Config
+	Log     *slog.Logger
+	Metrics *telemetry.Metrics
+	Server  *app.Server
+	Catalog *catalog.Catalog
+	// Manifests, when set, are applied to the campaigns topic at start
+	// (`hookstream dev -f`).
+	Manifests []manifest.Object
+
+	modules app.Modules
+}
+
+// New registers the modules of a process with cfg.
+func New(cfg Config, log *slog.Logger) (*Process, error) {
+	m, err := telemetry.NewMetrics()
+	if err != nil {
+		return nil, err
+	}
+	p := &Process{Cfg: cfg, Log: log, Metrics: m, Catalog: catalog.New(log.With("component", "catalog"))}
+	p.Server = app.NewServer(cfg.Server, log, m.Handler)
+	p.register()
+	return p, nil
+}
+
+func (p *Process) register() {
+	cfg := &p.Cfg
+	p.modules.Register(app.Module{Name: ModServer, Init: func() (*service.Service, error) { return p.Server.Service(), nil }})
+	p.modules.Register(app.Module{Name: ModTopics, Init: func() (*service.Service, error) { return p.topicsService(), nil }})
+	p.modules.Register(app.Module{Name: ModCatalog, Deps: []string{ModTopics}, Init: func() (*service.Service, error) {
+		return catalog.NewFollower(cfg.Kafka, p.Log, p.Catalog), nil
+	}})
+	p.modules.Register(app.Module{Name: ModApply, Deps: []string{ModCatalog}, Init: func() (*service.Service, error) {
+		return p.applyService(), nil
+	}})
+	p.modules.Register(app.Module{Name: ModIngest, Target: true, Deps: []string{ModServer, ModTopics, ModApply}, Init: func() (*service.Service, error) {
+		in, err := ingest.New(cfg.Ingest, cfg.Kafka, p.Log, p.Metrics.Meter(ModIngest))
+		if err != nil {
+			return nil, err
+		}
+		in.Register(p.Server.Mux)
+		return in.Service(), nil
+	}})
+	p.modules.Register(app.Module{Name: ModEvaluator, Target: true, Deps: []string{ModServer, ModTopics, ModApply}, Init: func() (*service.Service, error) {
+		ev, err := evaluator.New(cfg.Evaluator, cfg.Kafka, p.Log, p.Catalog, p.Metrics.Meter(ModEvaluator))
+		if err != nil {
+			return nil, err
+		}
+		return ev.Service(), nil
+	}})
+	p.modules.Register(app.Module{Name: ModTimer, Target: true, Deps: []string{ModServer, ModTopics}, Init: func() (*service.Service, error) {
+		t, err := timer.New(cfg.Timer, cfg.Kafka, p.Log, p.Metrics.Meter(ModTimer), nil)
+		if err != nil {
+			return nil, err
+		}
+		return t.Service(), nil
+	}})
+	p.modules.Register(app.Module{Name: ModDispatcher, Target: true, Deps: []string{ModServer, ModTopics, ModApply}, Init: func() (*service.Service, error) {
+		d, err := dispatcher.New(cfg.Dispatcher, cfg.Kafka, p.Log, p.Catalog, redisconn.Open(cfg.Redis), p.Metrics.Meter(ModDispatcher))
+		if err != nil {
+			return nil, err
+		}
+		return d.Service(), nil
+	}})
+	p.modules.Register(app.Module{Name: ModAll, Target: true, Deps: []string{ModIngest, ModEvaluator, ModTimer, ModDispatcher}})
+}
+
+// topicsService waits for Kafka and creates the contract's topics.
+func (p *Process) topicsService() *service.Service {
+	cfg := p.Cfg.Kafka
+	return service.New(ModTopics, func(ctx context.Context) error {
+		cl, err := kafka.NewClient(cfg, p.Log, "admin")
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		pctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+		if err := kafka.Ping(pctx, cl); err != nil {
+			return fmt.Errorf("brokers %v: %w", cfg.Brokers, err)
+		}
+		if !cfg.CreateTopics {
+			return nil
+		}
+		return kafka.EnsureTopics(ctx, cl, int16(cfg.ReplicationFactor), cfg.TopicSpecs())
+	}, nil, nil)
+}
+
+// applyService applies p.Manifests (if any) once the catalog is loaded.
+func (p *Process) applyService() *service.Service {
+	return service.New(ModApply, func(ctx context.Context) error {
+		if len(p.Manifests) == 0 {
+			return nil
+		}
+		cl, err := kafka.NewClient(p.Cfg.Kafka, p.Log, "apply")
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		changes, err := catalog.NewWriter(cl, p.Cfg.Kafka, p.Catalog).Apply(ctx, p.Manifests, false)
+		if err != nil {
+			return fmt.Errorf("apply manifests: %w", err)
+		}
+		for _, c := range changes {
+			p.Log.Info(fmt.Sprintf("%s/%s %s", c.Kind, c.Name, c.Action), "component", ModApply, "generation", c.Generation)
+		}
+		return nil
+	}, nil, nil)
+}
+
+// Services builds the services of the configured target, in start order.
+func (p *Process) Services() ([]*service.Service, error) {
+	return p.modules.Init(p.Cfg.Target)
+}
+
+// Run runs the configured target until SIGTERM or SIGINT.
+func (p *Process) Run(ctx context.Context) error {
+	svcs, err := p.Services()
+	if err != nil {
+		return err
+	}
+	return app.Run(ctx, p.Log, p.Server, svcs)
+}

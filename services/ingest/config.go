@@ -1,0 +1,65 @@
+// Package ingest accepts events and profile updates from {prefix}events.raw
+// and POST /v1/events, normalises them and writes them to {prefix}events
+// keyed by identity; bad records go to {prefix}events.dlq with the reason.
+package ingest
+
+import (
+	"errors"
+	"flag"
+	"time"
+
+	"github.com/hookstream/hookstream/pkg/duration"
+	"github.com/hookstream/hookstream/pkg/flagvalue"
+	"github.com/hookstream/hookstream/pkg/normalize"
+)
+
+// Config of the ingest service.
+type Config struct {
+	// MaxRecordBytes, default 64 KiB.
+	MaxRecordBytes int `yaml:"max_record_bytes"`
+	// MaxProperties per record, default 256.
+	MaxProperties int `yaml:"max_properties"`
+	// MaxDepth of nested properties, default 5.
+	MaxDepth int `yaml:"max_depth"`
+	// MaxFuture refuses timestamps further ahead, default 24h.
+	MaxFuture duration.Duration `yaml:"max_future"`
+	// MaxBodyBytes of one POST /v1/events body after decompression,
+	// default 10 MiB; larger bodies get 413.
+	MaxBodyBytes int `yaml:"max_body_bytes"`
+	// Tokens are the bearer tokens accepted on POST /v1/events. Empty: no
+	// authentication (only sensible on loopback, as `hookstream dev` does).
+	Tokens flagvalue.Strings `yaml:"tokens"`
+}
+
+// RegisterFlags registers the flags under prefix "ingest.".
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	d := normalize.DefaultLimits()
+	fs.IntVar(&c.MaxRecordBytes, "ingest.max-record-bytes", d.MaxRecordBytes, "Largest accepted record.")
+	fs.IntVar(&c.MaxProperties, "ingest.max-properties", d.MaxProperties, "Most properties per record.")
+	fs.IntVar(&c.MaxDepth, "ingest.max-depth", d.MaxDepth, "Deepest nesting of properties.")
+	c.MaxFuture = duration.Duration(d.MaxFuture)
+	fs.Var(&c.MaxFuture, "ingest.max-future", "How far in the future a timestamp may be.")
+	fs.IntVar(&c.MaxBodyBytes, "ingest.max-body-bytes", 10<<20, "Largest POST /v1/events body (after gzip).")
+	fs.Var(&c.Tokens, "ingest.tokens", "Comma-separated bearer tokens for POST /v1/events (empty: no auth).")
+}
+
+// Validate reports configuration that cannot work.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.MaxRecordBytes < 1024 {
+		errs = append(errs, errors.New("ingest.max_record_bytes: must be at least 1024"))
+	}
+	if c.MaxBodyBytes < c.MaxRecordBytes {
+		errs = append(errs, errors.New("ingest.max_body_bytes: must be at least max_record_bytes"))
+	}
+	if c.MaxFuture.Std() < time.Minute {
+		errs = append(errs, errors.New("ingest.max_future: must be at least 1m"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) limits() normalize.Limits {
+	l := normalize.DefaultLimits()
+	l.MaxRecordBytes, l.MaxProperties, l.MaxDepth, l.MaxFuture = c.MaxRecordBytes, c.MaxProperties, c.MaxDepth, c.MaxFuture.Std()
+	return l
+}

@@ -1,0 +1,145 @@
+package ingest
+
+import (
+	"compress/gzip"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/hookstream/hookstream/pkg/app"
+	"github.com/hookstream/hookstream/pkg/kafka"
+	"github.com/hookstream/hookstream/pkg/normalize"
+)
+
+// Rejection is one rejected record of a POST /v1/events body.
+type Rejection struct {
+	Index int    `json:"index"`
+	Error string `json:"error"`
+}
+
+// Response is the body of POST /v1/events (CONTRACT.md section 1).
+type Response struct {
+	Accepted int         `json:"accepted"`
+	Rejected []Rejection `json:"rejected"`
+}
+
+// Register adds POST /v1/events to mux.
+func (i *Ingest) Register(mux *http.ServeMux) {
+	mux.HandleFunc("POST /v1/events", i.postEvents)
+}
+
+// Authorized reports whether r carries one of tokens as a bearer token
+// (compared in constant time). No tokens configured means no auth.
+func Authorized(r *http.Request, tokens []string) bool {
+	if len(tokens) == 0 {
+		return true
+	}
+	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return false
+	}
+	match := 0
+	for _, t := range tokens {
+		match |= subtle.ConstantTimeCompare([]byte(got), []byte(t))
+	}
+	return match == 1
+}
+
+func (i *Ingest) postEvents(w http.ResponseWriter, r *http.Request) {
+	if !Authorized(r, i.cfg.Tokens) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="hookstream"`)
+		app.WriteError(w, http.StatusUnauthorized, "missing or invalid ingest token (Authorization: Bearer TOKEN)")
+		return
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		switch {
+		case err != nil:
+			app.WriteError(w, http.StatusUnsupportedMediaType, fmt.Sprintf("bad Content-Type %q", ct))
+			return
+		case mt != "application/json" && mt != "application/x-ndjson" && mt != "application/jsonl" && mt != "text/plain":
+			app.WriteError(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Type %s is not accepted: send application/json or application/x-ndjson", mt))
+			return
+		}
+	}
+	if i.cons == nil {
+		app.WriteError(w, http.StatusServiceUnavailable, "ingest is not running yet")
+		return
+	}
+	var body io.Reader = r.Body
+	switch enc := r.Header.Get("Content-Encoding"); enc {
+	case "", "identity":
+	case "gzip":
+		gz, err := gzip.NewReader(r.Body)
+		if err != nil {
+			app.WriteError(w, http.StatusBadRequest, "body is not valid gzip: "+err.Error())
+			return
+		}
+		defer gz.Close()
+		body = gz
+	default:
+		app.WriteError(w, http.StatusUnsupportedMediaType, fmt.Sprintf("Content-Encoding %s is not accepted: send gzip or none", enc))
+		return
+	}
+	data, err := io.ReadAll(io.LimitReader(body, int64(i.cfg.MaxBodyBytes)+1))
+	if err != nil {
+		app.WriteError(w, http.StatusBadRequest, "reading body: "+err.Error())
+		return
+	}
+	if len(data) > i.cfg.MaxBodyBytes {
+		app.WriteError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes: split it", i.cfg.MaxBodyBytes))
+		return
+	}
+	records, err := normalize.SplitBody(data)
+	if err != nil {
+		app.WriteJSON(w, http.StatusBadRequest, Response{Rejected: []Rejection{{Index: 0, Error: err.Error()}}})
+		return
+	}
+	resp := Response{Rejected: []Rejection{}}
+	var out []*kgo.Record
+	for idx, rec := range records {
+		results := i.norm.Normalize(rec)
+		for _, res := range results {
+			// A body that is one CleverTap upload reports positions in
+			// "d"; otherwise the position of the record in the body.
+			index := idx
+			if len(records) == 1 {
+				index = res.Index
+			}
+			if res.Err != nil {
+				i.rejected.Add(r.Context(), 1, metric.WithAttributes(attribute.String("source", "http"), attribute.String("code", res.Err.Code)))
+				resp.Rejected = append(resp.Rejected, Rejection{Index: index, Error: res.Err.Error()})
+				continue
+			}
+			kr, err := i.eventRecord(res, nil)
+			if err != nil {
+				app.WriteError(w, http.StatusInternalServerError, err.Error())
+				return
+			}
+			out = append(out, kr)
+			i.accepted.Add(r.Context(), 1, metric.WithAttributes(attribute.String("source", "http"), attribute.String("format", res.Event.SourceFormat)))
+		}
+	}
+	if err := kafka.ProduceSync(r.Context(), i.cons.Client(), out...); err != nil {
+		status := http.StatusServiceUnavailable
+		if errors.Is(err, r.Context().Err()) {
+			status = http.StatusRequestTimeout
+		}
+		app.WriteError(w, status, "events not stored, send them again: "+err.Error())
+		return
+	}
+	resp.Accepted = len(out)
+	status := http.StatusOK
+	if resp.Accepted == 0 && len(resp.Rejected) > 0 {
+		status = http.StatusBadRequest
+	}
+	app.WriteJSON(w, status, resp)
+}
