@@ -42,8 +42,8 @@ type Service struct {
 	owned map[int32]bool
 	wake  chan struct{}
 
-	fired metric.Int64Counter
-	lateHist        metric.Float64Histogram
+	fired    metric.Int64Counter
+	lateHist metric.Float64Histogram
 }
 
 // New returns a timer service; now is its clock (time.Now when nil).

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"sort"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -33,39 +34,64 @@ func version() string {
 	return "dev"
 }
 
-const usage = `hookstream: behavioural webhook campaigns on Kafka.
+// command is one subcommand. Each lives in its own file and registers
+// itself in init, so that commands are added without touching the others.
+type command struct {
+	// usage is the synopsis shown in help, e.g. "dev [-f FILE|DIR]...".
+	usage string
+	help  string
+	run   func(args []string, stdout, stderr io.Writer) error
+}
 
-Usage:
-  hookstream dev [-f FILE|DIR]... [flags]   every service in one process on embedded Kafka and Redis
-  hookstream serve TARGET [flags]           run ingest, evaluator, timer, dispatcher or all
-  hookstream validate -f FILE|DIR|-         check manifests offline
-  hookstream version
+var commands = map[string]command{}
 
-Run "hookstream COMMAND -h" for a command's flags.
-`
+func register(name string, c command) { commands[name] = c }
+
+func init() {
+	register("dev", command{usage: "dev [-f FILE|DIR]... [flags]", help: "every service in one process on embedded Kafka and Redis", run: runDev})
+	register("serve", command{usage: "serve TARGET [flags]", help: "run ingest, evaluator, timer, dispatcher or all", run: runServe})
+	register("validate", command{usage: "validate -f FILE|DIR|-", help: "check manifests offline", run: runValidate})
+	register("version", command{usage: "version", help: "print the version", run: func(_ []string, stdout, _ io.Writer) error {
+		fmt.Fprintln(stdout, "hookstream", version())
+		return nil
+	}})
+}
+
+func usage() string {
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	b.WriteString("hookstream: behavioural webhook campaigns on Kafka.\n\nUsage:\n")
+	for _, n := range names {
+		fmt.Fprintf(&b, "  hookstream %-34s %s\n", commands[n].usage, commands[n].help)
+	}
+	b.WriteString("\nRun \"hookstream COMMAND -h\" for a command's flags.\n")
+	return b.String()
+}
 
 // Main runs the command line and returns the exit status.
 func Main(args []string, stdout, stderr io.Writer) int {
 	webhook.Version = version()
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usage())
 		return 2
 	}
 	var err error
-	switch args[0] {
-	case "dev":
-		err = runDev(args[1:], stdout, stderr)
-	case "serve":
-		err = runServe(args[1:], stdout, stderr)
-	case "validate":
-		err = runValidate(args[1:], stdout, stderr)
-	case "version", "--version", "-version":
-		fmt.Fprintln(stdout, "hookstream", version())
+	switch name := args[0]; name {
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usage())
+	case "--version", "-version":
+		fmt.Fprintln(stdout, "hookstream", version())
 	default:
-		fmt.Fprintf(stderr, "unknown command %q\n\n%s", args[0], usage)
-		return 2
+		c, ok := commands[name]
+		if !ok {
+			fmt.Fprintf(stderr, "unknown command %q\n\n%s", name, usage())
+			return 2
+		}
+		err = c.run(args[1:], stdout, stderr)
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
