@@ -143,6 +143,12 @@ type Topics struct {
 	EventsRaw, Events, EventsDLQ, Campaigns, Timers, Triggers, Deliveries, DispatchDLQ string
 	// EvaluatorChangelog is the evaluator's compacted state changelog.
 	EvaluatorChangelog string
+	// DispatchRetry carries DeliveryRequests due for another attempt; the
+	// timer service produces them there when their retry timer fires.
+	DispatchRetry string
+	// Conversions carries the evaluator's conversion records (goal events
+	// after an exposure, for test and control users).
+	Conversions string
 }
 
 // Topics returns the topic names under the configured prefix.
@@ -158,5 +164,7 @@ func (c *Config) Topics() Topics {
 		Deliveries:         p + "deliveries",
 		DispatchDLQ:        p + "dispatch.dlq",
 		EvaluatorChangelog: p + "evaluator.changelog",
+		DispatchRetry:      p + "dispatch.retry",
+		Conversions:        p + "conversions",
 	}
 }

@@ -34,6 +34,8 @@ func (c *Config) TopicSpecs() []TopicSpec {
 		{Name: t.Deliveries, Partitions: n},
 		{Name: t.DispatchDLQ, Partitions: 1},
 		{Name: t.EvaluatorChangelog, Partitions: n, Compacted: true},
+		{Name: t.DispatchRetry, Partitions: n},
+		{Name: t.Conversions, Partitions: n},
 	}
 }
 

@@ -173,6 +173,113 @@ func (x *Trigger) GetIsTest() bool {
 	return false
 }
 
+// Conversion is the evaluator's record that a user who was exposed to a
+// campaign (sent a webhook, or held back as control) did the campaign's goal
+// event within goal.within. Written to {prefix}conversions keyed by campaign.
+type Conversion struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Deterministic: derived from the exposure's trigger id.
+	Id       string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Campaign string `protobuf:"bytes,2,opt,name=campaign,proto3" json:"campaign,omitempty"`
+	Identity string `protobuf:"bytes,3,opt,name=identity,proto3" json:"identity,omitempty"`
+	// The user was in the control group.
+	Control bool `protobuf:"varint,4,opt,name=control,proto3" json:"control,omitempty"`
+	// The trigger of the exposure.
+	TriggerId    string `protobuf:"bytes,5,opt,name=trigger_id,json=triggerId,proto3" json:"trigger_id,omitempty"`
+	ExposureTsMs int64  `protobuf:"varint,6,opt,name=exposure_ts_ms,json=exposureTsMs,proto3" json:"exposure_ts_ms,omitempty"`
+	// Time of the goal event, Unix milliseconds.
+	TsMs          int64  `protobuf:"varint,7,opt,name=ts_ms,json=tsMs,proto3" json:"ts_ms,omitempty"`
+	GoalEvent     string `protobuf:"bytes,8,opt,name=goal_event,json=goalEvent,proto3" json:"goal_event,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Conversion) Reset() {
+	*x = Conversion{}
+	mi := &file_hookstream_v1_trigger_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Conversion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Conversion) ProtoMessage() {}
+
+func (x *Conversion) ProtoReflect() protoreflect.Message {
+	mi := &file_hookstream_v1_trigger_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Conversion.ProtoReflect.Descriptor instead.
+func (*Conversion) Descriptor() ([]byte, []int) {
+	return file_hookstream_v1_trigger_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Conversion) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Conversion) GetCampaign() string {
+	if x != nil {
+		return x.Campaign
+	}
+	return ""
+}
+
+func (x *Conversion) GetIdentity() string {
+	if x != nil {
+		return x.Identity
+	}
+	return ""
+}
+
+func (x *Conversion) GetControl() bool {
+	if x != nil {
+		return x.Control
+	}
+	return false
+}
+
+func (x *Conversion) GetTriggerId() string {
+	if x != nil {
+		return x.TriggerId
+	}
+	return ""
+}
+
+func (x *Conversion) GetExposureTsMs() int64 {
+	if x != nil {
+		return x.ExposureTsMs
+	}
+	return 0
+}
+
+func (x *Conversion) GetTsMs() int64 {
+	if x != nil {
+		return x.TsMs
+	}
+	return 0
+}
+
+func (x *Conversion) GetGoalEvent() string {
+	if x != nil {
+		return x.GoalEvent
+	}
+	return ""
+}
+
 var File_hookstream_v1_trigger_proto protoreflect.FileDescriptor
 
 const file_hookstream_v1_trigger_proto_rawDesc = "" +
@@ -192,7 +299,19 @@ const file_hookstream_v1_trigger_proto_rawDesc = "" +
 	" \x01(\fR\x18causeEventPropertiesJson\x12!\n" +
 	"\fprofile_json\x18\v \x01(\fR\vprofileJson\x12\x18\n" +
 	"\acontrol\x18\f \x01(\bR\acontrol\x12\x17\n" +
-	"\ais_test\x18\r \x01(\bR\x06isTestBCZAgithub.com/hookstream/hookstream/proto/hookstream/v1;hookstreamv1b\x06proto3"
+	"\ais_test\x18\r \x01(\bR\x06isTest\"\xe7\x01\n" +
+	"\n" +
+	"Conversion\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
+	"\bcampaign\x18\x02 \x01(\tR\bcampaign\x12\x1a\n" +
+	"\bidentity\x18\x03 \x01(\tR\bidentity\x12\x18\n" +
+	"\acontrol\x18\x04 \x01(\bR\acontrol\x12\x1d\n" +
+	"\n" +
+	"trigger_id\x18\x05 \x01(\tR\ttriggerId\x12$\n" +
+	"\x0eexposure_ts_ms\x18\x06 \x01(\x03R\fexposureTsMs\x12\x13\n" +
+	"\x05ts_ms\x18\a \x01(\x03R\x04tsMs\x12\x1d\n" +
+	"\n" +
+	"goal_event\x18\b \x01(\tR\tgoalEventBCZAgithub.com/hookstream/hookstream/proto/hookstream/v1;hookstreamv1b\x06proto3"
 
 var (
 	file_hookstream_v1_trigger_proto_rawDescOnce sync.Once
@@ -206,9 +325,10 @@ func file_hookstream_v1_trigger_proto_rawDescGZIP() []byte {
 	return file_hookstream_v1_trigger_proto_rawDescData
 }
 
-var file_hookstream_v1_trigger_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_hookstream_v1_trigger_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_hookstream_v1_trigger_proto_goTypes = []any{
-	(*Trigger)(nil), // 0: hookstream.v1.Trigger
+	(*Trigger)(nil),    // 0: hookstream.v1.Trigger
+	(*Conversion)(nil), // 1: hookstream.v1.Conversion
 }
 var file_hookstream_v1_trigger_proto_depIdxs = []int32{
 	0, // [0:0] is the sub-list for method output_type
@@ -229,7 +349,7 @@ func file_hookstream_v1_trigger_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hookstream_v1_trigger_proto_rawDesc), len(file_hookstream_v1_trigger_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
