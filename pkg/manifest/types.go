@@ -49,6 +49,8 @@ type Webhook struct {
 	TypeMeta `yaml:",inline" json:",inline"`
 	Metadata Metadata    `yaml:"metadata" json:"metadata"`
 	Spec     WebhookSpec `yaml:"spec" json:"spec"`
+
+	src *origin // where it was parsed from; nil for stored objects
 }
 
 // GetMetadata returns the metadata.
@@ -117,6 +119,8 @@ type Segment struct {
 	TypeMeta `yaml:",inline" json:",inline"`
 	Metadata Metadata  `yaml:"metadata" json:"metadata"`
 	Spec     Condition `yaml:"spec" json:"spec"`
+
+	src *origin
 }
 
 // GetMetadata returns the metadata.
@@ -172,7 +176,11 @@ type Campaign struct {
 	TypeMeta `yaml:",inline" json:",inline"`
 	Metadata Metadata       `yaml:"metadata" json:"metadata"`
 	Spec     CampaignSpec   `yaml:"spec" json:"spec"`
-	Status   *CampaignState `yaml:"status,omitempty" json:"status,omitempty"`
+	// Status is set by the server; a status in an applied manifest is
+	// ignored.
+	Status *CampaignState `yaml:"status,omitempty" json:"status,omitempty"`
+
+	src *origin
 }
 
 // GetMetadata returns the metadata.

@@ -37,13 +37,15 @@ func (i *Ingest) Register(mux *http.ServeMux) {
 }
 
 // Authorized reports whether r carries one of tokens as a bearer token
-// (compared in constant time). No tokens configured means no auth.
+// (compared in constant time). The scheme is case-insensitive, as HTTP
+// authentication schemes are (RFC 9110 section 11.1). No tokens configured
+// means no auth.
 func Authorized(r *http.Request, tokens []string) bool {
 	if len(tokens) == 0 {
 		return true
 	}
-	got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok {
+	scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return false
 	}
 	match := 0
