@@ -20,10 +20,7 @@ func Run(ctx context.Context, log *slog.Logger, server *Server, svcs []*service.
 	defer cancel()
 	if server != nil {
 		server.SetReady(func() (bool, map[string]string) {
-			detail := map[string]string{}
-			for name, st := range mgr.States() {
-				detail[name] = st.String()
-			}
+			detail := mgr.Detail()
 			if ctx.Err() != nil {
 				detail["process"] = "shutting down"
 			}

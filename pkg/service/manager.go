@@ -30,18 +30,20 @@ func (m *Manager) Ready() bool {
 		return false
 	}
 	for _, s := range m.services {
-		if s.State() != StateRunning {
+		if ok, _ := s.Ready(); !ok {
 			return false
 		}
 	}
 	return true
 }
 
-// States returns each service's name and phase, for /readyz.
-func (m *Manager) States() map[string]State {
-	out := make(map[string]State, len(m.services))
+// Detail returns each service's readiness in words, for /readyz: its phase,
+// or why a running service is not ready.
+func (m *Manager) Detail() map[string]string {
+	out := make(map[string]string, len(m.services))
 	for _, s := range m.services {
-		out[s.Name()] = s.State()
+		_, why := s.Ready()
+		out[s.Name()] = why
 	}
 	return out
 }

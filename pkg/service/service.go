@@ -71,8 +71,10 @@ type Service struct {
 	cancel  context.CancelFunc
 	started bool
 
-	runningCh    chan struct{} // closed when StateRunning is reached (or skipped)
-	terminatedCh chan struct{} // closed when StateTerminated or StateFailed
+	readiness func() (bool, string)
+
+	runningCh    chan struct{} // closed when running is reached (or skipped)
+	terminatedCh chan struct{} // closed when terminated or failed
 }
 
 // New returns a service in state StateNew. Any of the functions may be nil.
@@ -223,6 +225,32 @@ func (s *Service) AwaitTerminated(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// SetReadiness installs a check that a running service must also pass to
+// count as ready (for example "not restoring state"). The string says why
+// it is not ready. Set it before StartAsync.
+func (s *Service) SetReadiness(f func() (ready bool, why string)) {
+	s.mu.Lock()
+	s.readiness = f
+	s.mu.Unlock()
+}
+
+// Ready reports whether the service runs and passes its readiness check,
+// and otherwise why not.
+func (s *Service) Ready() (bool, string) {
+	s.mu.Lock()
+	st, f := s.state, s.readiness
+	s.mu.Unlock()
+	if st != StateRunning {
+		return false, st.String()
+	}
+	if f != nil {
+		if ok, why := f(); !ok {
+			return false, why
+		}
+	}
+	return true, st.String()
 }
 
 // Terminated is closed once the service has stopped or failed.

@@ -1,74 +1,103 @@
 package evaluator
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hookstream/hookstream/pkg/catalog"
-	"github.com/hookstream/hookstream/pkg/condition"
 	"github.com/hookstream/hookstream/pkg/kafka"
 	"github.com/hookstream/hookstream/pkg/manifest"
 	"github.com/hookstream/hookstream/pkg/service"
 	hookstreamv1 "github.com/hookstream/hookstream/proto/hookstream/v1"
 )
 
-// Evaluator consumes {prefix}events and produces {prefix}triggers.
+// Evaluator consumes {prefix}events and produces triggers, timer commands,
+// conversions and its state changelog.
+//
+// State, outputs and the consumed offset are committed together with the
+// Goka / KIP-1035 pattern: the next input offset of each partition is kept
+// in the same Pebble batch as the state and in the changelog, and the
+// outputs have deterministic ids. A batch's outputs and changelog records
+// are acknowledged before its Pebble batch commits; a crash in between
+// re-processes the batch, which produces the same ids again.
 type Evaluator struct {
 	cfg    Config
 	kcfg   kafka.Config
 	topics kafka.Topics
 	log    *slog.Logger
-	cat    *catalog.Catalog
-	store  *store
+	eng    *engine
+	db     *pebble.DB
 	cons   *kafka.Consumer
+	clog   *kgo.Client // changelog producer and restorer (explicit partitions)
 
-	events, triggers, skipped metric.Int64Counter
+	restoring sync.Map // partition → "restored/total" progress
+	restored  metric.Int64Counter
 }
 
 // New returns an evaluator. cat must be kept current by a catalog follower.
-func New(cfg Config, kcfg kafka.Config, log *slog.Logger, cat *catalog.Catalog, meter metric.Meter) (*Evaluator, error) {
+// now is the clock (time.Now when nil).
+func New(cfg Config, kcfg kafka.Config, log *slog.Logger, cat *catalog.Catalog, meter metric.Meter, now func() time.Time) (*Evaluator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	e := &Evaluator{cfg: cfg, kcfg: kcfg, topics: kcfg.Topics(), log: log.With("component", "evaluator"), cat: cat}
-	var err error
-	if e.events, err = meter.Int64Counter("hookstream_evaluator_records_total", metric.WithDescription("Records of the events topic evaluated, by kind.")); err != nil {
+	if now == nil {
+		now = time.Now
+	}
+	m, err := newMetrics(meter)
+	if err != nil {
 		return nil, err
 	}
-	if e.triggers, err = meter.Int64Counter("hookstream_triggers_total", metric.WithDescription("Triggers emitted, by campaign, trigger type and control.")); err != nil {
-		return nil, err
-	}
-	if e.skipped, err = meter.Int64Counter("hookstream_evaluator_skipped_total", metric.WithDescription("Records or decisions skipped, by reason.")); err != nil {
+	log = log.With("component", "evaluator")
+	e := &Evaluator{cfg: cfg, kcfg: kcfg, topics: kcfg.Topics(), log: log,
+		eng: &engine{cfg: cfg, topics: kcfg.Topics(), cat: cat, now: now, log: log, m: m}}
+	if e.restored, err = meter.Int64Counter("hookstream_evaluator_restored_records_total", metric.WithDescription("Changelog records applied while restoring state.")); err != nil {
 		return nil, err
 	}
 	return e, nil
 }
 
-// Service returns the evaluator's lifecycle.
+// Keys of the Pebble store. State keys are also the changelog's keys.
+//
+//	u<p:4><identity>  UserState of a user of partition p
+//	o<p:4>            next input offset of partition p (also in the changelog)
+//	c<p:4>            next changelog offset to restore from (local only)
+func userKey(p int32, identity string) []byte {
+	return append(binary.BigEndian.AppendUint32([]byte{'u'}, uint32(p)), identity...)
+}
+func offsetKey(p int32) []byte     { return binary.BigEndian.AppendUint32([]byte{'o'}, uint32(p)) }
+func checkpointKey(p int32) []byte { return binary.BigEndian.AppendUint32([]byte{'c'}, uint32(p)) }
+
+// Service returns the evaluator's lifecycle. It is not ready while it
+// restores partitions from the changelog.
 func (e *Evaluator) Service() *service.Service {
-	return service.New("evaluator",
+	s := service.New("evaluator",
 		func(ctx context.Context) error {
 			var err error
-			if e.store, err = openStore(e.cfg.DataDir); err != nil {
+			if e.db, err = pebble.Open(e.cfg.DataDir, &pebble.Options{}); err != nil {
+				return fmt.Errorf("open evaluator state %s: %w", e.cfg.DataDir, err)
+			}
+			if e.clog, err = kafka.NewClient(e.kcfg, e.log, "evaluator-changelog", kgo.RecordPartitioner(kgo.ManualPartitioner())); err != nil {
+				return err
+			}
+			if err := e.checkPartitions(ctx); err != nil {
 				return err
 			}
 			e.cons, err = kafka.NewConsumer(e.kcfg, e.log, "evaluator", kafka.ConsumerConfig{
 				Group: "hookstream-evaluator", Topics: []string{e.topics.Events}, InstanceID: e.cfg.InstanceID,
-			}, e.handle)
+			}, e.handle, kgo.AdjustFetchOffsetsFn(e.restore))
 			return err
 		},
 		func(ctx context.Context) error { return e.cons.Run(ctx) },
@@ -76,203 +105,357 @@ func (e *Evaluator) Service() *service.Service {
 			if e.cons != nil {
 				e.cons.Close()
 			}
-			if e.store != nil {
-				return e.store.close()
+			if e.clog != nil {
+				e.clog.Close()
+			}
+			if e.db != nil {
+				return e.db.Close()
 			}
 			return nil
 		})
+	s.SetReadiness(func() (bool, string) {
+		why := ""
+		e.restoring.Range(func(k, v any) bool {
+			why = fmt.Sprintf("restoring partition %d from the changelog (%s records)", k, v)
+			return false
+		})
+		return why == "", why
+	})
+	return s
 }
 
-// handle evaluates a batch: state changes go into one Pebble batch that is
-// committed (synced) after the triggers are acknowledged and before the
-// offsets are committed. Re-processing after a crash yields the same trigger
-// ids, which the dispatcher deduplicates.
+// checkPartitions refuses to start when the events topic and the changelog
+// have different partition counts: state would land on the wrong partition.
+func (e *Evaluator) checkPartitions(ctx context.Context) error {
+	td, err := kadm.NewClient(e.clog).ListTopics(ctx, e.topics.Events, e.topics.EvaluatorChangelog)
+	if err != nil {
+		return fmt.Errorf("describe topics: %w", err)
+	}
+	ev, cl := td[e.topics.Events], td[e.topics.EvaluatorChangelog]
+	if ev.Err != nil || cl.Err != nil {
+		return fmt.Errorf("topics %s and %s must exist: %v %v", e.topics.Events, e.topics.EvaluatorChangelog, ev.Err, cl.Err)
+	}
+	if len(ev.Partitions) != len(cl.Partitions) {
+		return fmt.Errorf("%s has %d partitions but %s has %d: they must match", e.topics.Events, len(ev.Partitions), e.topics.EvaluatorChangelog, len(cl.Partitions))
+	}
+	return nil
+}
+
+// restore runs when partitions are assigned, before they are fetched: it
+// applies the changelog from the local checkpoint (from the start on a new
+// disk) and returns the input offsets the restored state says to resume at.
+func (e *Evaluator) restore(ctx context.Context, assigned map[string]map[int32]kgo.Offset) (map[string]map[int32]kgo.Offset, error) {
+	parts := assigned[e.topics.Events]
+	if len(parts) == 0 {
+		return assigned, nil
+	}
+	start := time.Now()
+	from := map[int32]kgo.Offset{}
+	for p := range parts {
+		c, err := e.readInt(checkpointKey(p))
+		if err != nil {
+			return nil, err
+		}
+		from[p] = kgo.NewOffset().At(max(c, 0))
+		e.restoring.Store(p, "0")
+	}
+	defer func() {
+		for p := range parts {
+			e.restoring.Delete(p)
+		}
+	}()
+	n, err := e.restoreChangelog(ctx, from)
+	if err != nil {
+		return nil, fmt.Errorf("restore changelog: %w", err)
+	}
+	for p := range parts {
+		off, err := e.readInt(offsetKey(p))
+		if err != nil {
+			return nil, err
+		}
+		if off < 0 {
+			off = 0
+		}
+		assigned[e.topics.Events][p] = kgo.NewOffset().At(off)
+	}
+	e.log.Info("partitions restored", "partitions", len(parts), "changelog_records", n, "took", time.Since(start).Round(time.Millisecond))
+	return assigned, nil
+}
+
+// restoreChangelog consumes the given changelog partitions up to their end
+// offsets at the time of the call, writing every record into Pebble.
+func (e *Evaluator) restoreChangelog(ctx context.Context, from map[int32]kgo.Offset) (int64, error) {
+	topic := e.topics.EvaluatorChangelog
+	adm := kadm.NewClient(e.clog)
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	todo := map[int32]int64{} // partition → end offset
+	for p, o := range from {
+		end, ok := ends.Lookup(topic, p)
+		if !ok || end.Err != nil {
+			return 0, fmt.Errorf("changelog partition %d: %v", p, end.Err)
+		}
+		if end.Offset > o.EpochOffset().Offset {
+			todo[p] = end.Offset
+		}
+	}
+	if len(todo) == 0 {
+		return 0, nil
+	}
+	offsets := map[string]map[int32]kgo.Offset{topic: {}}
+	for p := range todo {
+		offsets[topic][p] = from[p]
+	}
+	cl, err := kafka.NewClient(e.kcfg, e.log, "evaluator-restore", kgo.ConsumePartitions(offsets), kgo.FetchMaxBytes(64<<20))
+	if err != nil {
+		return 0, err
+	}
+	defer cl.Close()
+	var total int64
+	for len(todo) > 0 {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		fs := cl.PollFetches(pctx)
+		cancel()
+		if err := ctx.Err(); err != nil {
+			return total, err
+		}
+		b := e.db.NewBatch()
+		next := map[int32]int64{}
+		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
+			for _, r := range fp.Records {
+				if r.Value == nil {
+					_ = b.Delete(r.Key, nil)
+				} else {
+					_ = b.Set(r.Key, r.Value, nil)
+				}
+				next[fp.Partition] = r.Offset + 1
+				total++
+			}
+			// Compaction can leave the end past the last readable record.
+			if len(fp.Records) == 0 && fp.HighWatermark >= todo[fp.Partition] && fp.Err == nil {
+				next[fp.Partition] = max(next[fp.Partition], todo[fp.Partition])
+			}
+		})
+		for p, n := range next {
+			_ = b.Set(checkpointKey(p), binary.BigEndian.AppendUint64(nil, uint64(n)), nil)
+			e.restoring.Store(p, strconv.FormatInt(n, 10)+"/"+strconv.FormatInt(todo[p], 10))
+			if n >= todo[p] {
+				delete(todo, p)
+			}
+		}
+		if err := b.Commit(pebble.NoSync); err != nil {
+			return total, err
+		}
+		e.restored.Add(ctx, int64(b.Count()))
+		fs.EachError(func(_ string, p int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) {
+				e.log.Warn("changelog fetch error", "partition", p, "err", err)
+			}
+		})
+	}
+	return total, e.db.Flush()
+}
+
+func (e *Evaluator) readInt(key []byte) (int64, error) {
+	v, closer, err := e.db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return -1, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer closer.Close()
+	return int64(binary.BigEndian.Uint64(v)), nil
+}
+
+// batch is the state of one handled batch of records.
+type batch struct {
+	e     *Evaluator
+	pb    *pebble.Batch
+	users map[string]*user // by state key
+	out   output
+}
+
+func (b *batch) user(p int32, identity string) (*user, error) {
+	k := string(userKey(p, identity))
+	if u, ok := b.users[k]; ok {
+		return u, nil
+	}
+	var st *hookstreamv1.UserState
+	v, closer, err := b.pb.Get([]byte(k))
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return nil, err
+	default:
+		st = &hookstreamv1.UserState{}
+		err = proto.Unmarshal(v, st)
+		closer.Close()
+		if err != nil {
+			return nil, fmt.Errorf("decode state of %q: %w", identity, err)
+		}
+	}
+	u := newUser(identity, st)
+	b.users[k] = u
+	return u, nil
+}
+
+// flush writes the changed users into the Pebble batch and returns their
+// changelog records.
+func (b *batch) flush(topic string) ([]*kgo.Record, error) {
+	var recs []*kgo.Record
+	for k, u := range b.users {
+		if !u.dirty {
+			continue
+		}
+		p := int32(binary.BigEndian.Uint32([]byte(k)[1:5]))
+		var v []byte
+		if len(u.st.Events) > 0 || len(u.st.Campaigns) > 0 || len(u.st.ProfileJson) > 2 {
+			var err error
+			if v, err = proto.Marshal(u.st); err != nil {
+				return nil, err
+			}
+			if err := b.pb.Set([]byte(k), v, nil); err != nil {
+				return nil, err
+			}
+		} else if err := b.pb.Delete([]byte(k), nil); err != nil {
+			return nil, err
+		}
+		recs = append(recs, &kgo.Record{Topic: topic, Partition: p, Key: []byte(k), Value: v})
+		u.dirty = false
+	}
+	return recs, nil
+}
+
+// handle evaluates a batch in order and commits state, outputs and offsets
+// together (see Evaluator).
 func (e *Evaluator) handle(ctx context.Context, recs []*kgo.Record) error {
-	b := e.store.db.NewIndexedBatch()
-	defer b.Close()
-	var out []*kgo.Record
+	b := &batch{e: e, pb: e.db.NewIndexedBatch(), users: map[string]*user{}}
+	defer b.pb.Close()
+	var changelog []*kgo.Record
+	next := map[int32]int64{}
 	for _, r := range recs {
+		next[r.Partition] = r.Offset + 1
 		var ev hookstreamv1.Event
 		if err := proto.Unmarshal(r.Value, &ev); err != nil {
-			e.skipped.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", "undecodable")))
+			e.eng.skip("undecodable", "")
 			e.log.Error("skipping undecodable event", "partition", r.Partition, "offset", r.Offset, "err", err)
 			continue
 		}
-		e.events.Add(ctx, 1, metric.WithAttributes(attribute.String("kind", ev.Kind.String())))
-		trs, err := e.evaluate(ctx, b, &ev)
-		if err != nil {
-			return fmt.Errorf("evaluate offset %d: %w", r.Offset, err)
-		}
-		for _, t := range trs {
-			v, err := proto.Marshal(t)
+		e.eng.m.records.Add(ctx, 1, metric.WithAttributes(attribute.String("kind", ev.Kind.String())))
+		if ev.Kind == hookstreamv1.Event_KIND_SCHEDULED_RUN {
+			recs, err := e.scheduledRun(b, r.Partition, ev.GetRun())
 			if err != nil {
 				return err
 			}
-			out = append(out, &kgo.Record{Topic: e.topics.Triggers, Key: []byte(t.Identity), Value: v, Headers: r.Headers})
+			changelog = append(changelog, recs...)
+			continue
+		}
+		if ev.Identity == "" {
+			e.eng.skip("no_identity", "")
+			continue
+		}
+		u, err := b.user(r.Partition, ev.Identity)
+		if err != nil {
+			return err
+		}
+		if err := e.eng.apply(u, &ev, &b.out); err != nil {
+			return fmt.Errorf("evaluate offset %d of partition %d: %w", r.Offset, r.Partition, err)
 		}
 	}
-	if err := kafka.ProduceSync(ctx, e.cons.Client(), out...); err != nil {
+	recs2, err := b.flush(e.topics.EvaluatorChangelog)
+	if err != nil {
 		return err
 	}
-	return b.Commit(pebble.Sync)
+	changelog = append(changelog, recs2...)
+	for p, off := range next {
+		v := binary.BigEndian.AppendUint64(nil, uint64(off))
+		if err := b.pb.Set(offsetKey(p), v, nil); err != nil {
+			return err
+		}
+		changelog = append(changelog, &kgo.Record{Topic: e.topics.EvaluatorChangelog, Partition: p, Key: offsetKey(p), Value: v})
+	}
+	outputs, err := e.outputs(&b.out)
+	if err != nil {
+		return err
+	}
+	// Outputs and changelog in parallel; both must be acknowledged.
+	var wg sync.WaitGroup
+	var outErr error
+	wg.Add(1)
+	go func() { defer wg.Done(); outErr = kafka.ProduceSync(ctx, e.cons.Client(), outputs...) }()
+	res := e.clog.ProduceSync(ctx, changelog...)
+	wg.Wait()
+	if err := errors.Join(outErr, res.FirstErr()); err != nil {
+		return err
+	}
+	ckpt := map[int32]int64{}
+	for _, r := range res {
+		ckpt[r.Record.Partition] = max(ckpt[r.Record.Partition], r.Record.Offset+1)
+	}
+	for p, off := range ckpt {
+		if err := b.pb.Set(checkpointKey(p), binary.BigEndian.AppendUint64(nil, uint64(off)), nil); err != nil {
+			return err
+		}
+	}
+	return b.pb.Commit(pebble.Sync)
 }
 
-// evaluate applies one event to the state and returns the triggers it causes.
-func (e *Evaluator) evaluate(ctx context.Context, b *pebble.Batch, ev *hookstreamv1.Event) ([]*hookstreamv1.Trigger, error) {
-	prof, err := profile(b, ev.Identity)
+func (e *Evaluator) outputs(o *output) ([]*kgo.Record, error) {
+	recs := make([]*kgo.Record, 0, len(o.triggers)+len(o.timers)+len(o.conversions))
+	for _, t := range o.triggers {
+		v, err := proto.Marshal(t)
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, &kgo.Record{Topic: e.topics.Triggers, Key: []byte(t.Identity), Value: v})
+	}
+	recs = append(recs, o.timers...)
+	for _, c := range o.conversions {
+		v, err := proto.Marshal(c)
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, &kgo.Record{Topic: e.topics.Conversions, Key: []byte(c.Campaign), Value: v})
+	}
+	return recs, nil
+}
+
+// scheduledRun evaluates every user of partition p for one run of a
+// scheduled campaign.
+func (e *Evaluator) scheduledRun(b *batch, p int32, run *hookstreamv1.ScheduledRun) ([]*kgo.Record, error) {
+	c, ok := e.eng.cat.Campaign(run.GetCampaign())
+	if !ok || c.Spec.Delivery.Type != manifest.DeliveryScheduled {
+		e.eng.skip("unknown_scheduled_campaign", run.GetCampaign())
+		return nil, nil
+	}
+	// Users changed earlier in this batch must be seen as changed.
+	recs, err := b.flush(e.topics.EvaluatorChangelog)
 	if err != nil {
 		return nil, err
 	}
-	switch ev.Kind {
-	case hookstreamv1.Event_KIND_PROFILE:
-		props, err := decode(ev.PropertiesJson)
-		if err != nil {
-			e.skipped.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", "bad_properties")))
-			return nil, nil
-		}
-		for k, v := range props {
-			if v == nil {
-				delete(prof, k)
-				continue
-			}
-			if _, ok := prof[k]; !ok && len(prof) >= e.cfg.MaxProfileProperties {
-				e.skipped.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", "profile_full")))
-				e.log.Warn("profile property bound reached; property dropped", "max", e.cfg.MaxProfileProperties)
-				continue
-			}
-			prof[k] = v
-		}
-		return nil, putProfile(b, ev.Identity, prof)
-	case hookstreamv1.Event_KIND_EVENT:
-		return e.onEvent(ctx, ev, prof)
-	default:
-		e.skipped.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", "unhandled_kind")))
-		return nil, nil
-	}
-}
-
-func (e *Evaluator) onEvent(ctx context.Context, ev *hookstreamv1.Event, prof map[string]any) ([]*hookstreamv1.Trigger, error) {
-	props, err := decode(ev.PropertiesJson)
+	prefix := userKey(p, "")
+	upper := userKey(p+1, "")
+	it, err := b.pb.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: upper})
 	if err != nil {
-		return nil, nil
+		return nil, err
 	}
-	at := time.UnixMilli(ev.TsMs)
-	var out []*hookstreamv1.Trigger
-	for _, c := range e.cat.Campaigns() {
-		s := &c.Spec
-		if s.State == manifest.StatePaused || s.Delivery.Type != manifest.DeliveryTriggered || s.Trigger == nil || !inWindow(s.Active, at) {
-			continue
-		}
-		t := s.Trigger
-		var fires bool
-		switch t.Type {
-		case manifest.TriggerSingleAction, manifest.TriggerActionsWithUserProperties:
-			fires = t.Action != nil && t.Action.Event == ev.Name && e.match(ctx, c, t.Action.Where, condition.Env{Props: props, Profile: prof, Now: at})
-			if fires && t.Type == manifest.TriggerActionsWithUserProperties {
-				fires = e.match(ctx, c, t.Profile, condition.Env{Props: prof, Profile: prof, Now: at})
-			}
-		default:
-			// The other trigger types need per-user history and timers.
-			continue
-		}
-		if !fires || !e.inAudience(ctx, c, prof, at) {
-			continue
-		}
-		tr := &hookstreamv1.Trigger{
-			Id:                       TriggerID(c.Metadata.Name, ev.Id),
-			Campaign:                 c.Metadata.Name,
-			CampaignGeneration:       c.Metadata.Generation,
-			TriggerType:              t.Type,
-			Identity:                 ev.Identity,
-			TsMs:                     ev.TsMs,
-			CauseEventId:             ev.Id,
-			CauseEventName:           ev.Name,
-			CauseEventTsMs:           ev.TsMs,
-			CauseEventPropertiesJson: ev.PropertiesJson,
-			Control:                  InControlGroup(c, ev.Identity),
-		}
-		if tr.ProfileJson, err = json.Marshal(prof); err != nil {
+	var users int
+	for ok := it.First(); ok; ok = it.Next() {
+		identity := string(it.Key()[len(prefix):])
+		u, err := b.user(p, identity)
+		if err != nil {
+			it.Close()
 			return nil, err
 		}
-		e.triggers.Add(ctx, 1, metric.WithAttributes(attribute.String("campaign", c.Metadata.Name), attribute.String("trigger_type", t.Type), attribute.Bool("control", tr.Control)))
-		out = append(out, tr)
+		e.eng.scheduledRun(u, c, run.GetRunMs(), &b.out)
+		users++
 	}
-	return out, nil
-}
-
-func (e *Evaluator) match(ctx context.Context, c *manifest.Campaign, cs []manifest.Condition, env condition.Env) bool {
-	ok, err := condition.MatchAll(cs, env)
-	if err != nil {
-		e.skipped.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", "condition_error"), attribute.String("campaign", c.Metadata.Name)))
-		if !errors.Is(err, condition.ErrNoHistory) {
-			e.log.Warn("condition failed", "campaign", c.Metadata.Name, "err", err)
-		}
-		return false
+	if err := it.Close(); err != nil {
+		return nil, err
 	}
-	return ok
-}
-
-// inAudience applies who: the segment and where, over the profile.
-func (e *Evaluator) inAudience(ctx context.Context, c *manifest.Campaign, prof map[string]any, at time.Time) bool {
-	who := c.Spec.Who
-	if who == nil {
-		return true
-	}
-	env := condition.Env{Props: prof, Profile: prof, Now: at}
-	if who.Segment != "" {
-		seg, ok := e.cat.Segment(who.Segment)
-		if !ok {
-			e.skipped.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", "missing_segment"), attribute.String("campaign", c.Metadata.Name)))
-			return false
-		}
-		if !e.match(ctx, c, []manifest.Condition{seg.Spec}, env) {
-			return false
-		}
-	}
-	if who.Where != nil && !e.match(ctx, c, []manifest.Condition{*who.Where}, env) {
-		return false
-	}
-	return true
-}
-
-func inWindow(w *manifest.ActiveWindow, at time.Time) bool {
-	if w == nil {
-		return true
-	}
-	if w.From != nil && at.Before(*w.From) {
-		return false
-	}
-	if w.Until != nil && !at.Before(*w.Until) {
-		return false
-	}
-	return true
-}
-
-func decode(b []byte) (map[string]any, error) {
-	m := map[string]any{}
-	if len(b) == 0 {
-		return m, nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	return m, dec.Decode(&m)
-}
-
-// TriggerID is the deterministic id of the trigger that cause caused for
-// campaign: re-evaluating the same input yields the same id, which the
-// dispatcher deduplicates on and the receiver sees as webhook-id.
-func TriggerID(campaign, cause string) string {
-	h := sha256.Sum256([]byte(campaign + "\x00" + cause))
-	return "msg_" + hex.EncodeToString(h[:16])
-}
-
-// InControlGroup assigns a user to a campaign's control group by a
-// deterministic hash of (campaign, user) against controlGroup.percent.
-func InControlGroup(c *manifest.Campaign, identity string) bool {
-	if c.Spec.ControlGroup == nil || c.Spec.ControlGroup.Percent <= 0 {
-		return false
-	}
-	h := sha256.Sum256([]byte(c.Metadata.Name + "\x00" + identity))
-	bucket := float64(binary.BigEndian.Uint64(h[:8])%10000) / 100 // 0.00 .. 99.99
-	return bucket < c.Spec.ControlGroup.Percent
+	e.log.Info("scheduled run evaluated", "campaign", c.Metadata.Name, "run_ms", run.GetRunMs(), "partition", p, "users", users)
+	return recs, nil
 }

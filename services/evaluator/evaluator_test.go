@@ -107,7 +107,7 @@ func (h *harness) start(dir string, cat *catalogtest.Catalog) *service.Service {
 	var cfg Config
 	cfg.RegisterFlags(flag.NewFlagSet("e", flag.ContinueOnError))
 	cfg.DataDir = dir
-	e, err := New(cfg, h.cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), cat.Catalog, noop.NewMeterProvider().Meter("t"))
+	e, err := New(cfg, h.cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), cat.Catalog, noop.NewMeterProvider().Meter("t"), nil)
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -1,0 +1,706 @@
+package evaluator
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hookstream/hookstream/pkg/catalog"
+	"github.com/hookstream/hookstream/pkg/condition"
+	"github.com/hookstream/hookstream/pkg/kafka"
+	"github.com/hookstream/hookstream/pkg/manifest"
+	hookstreamv1 "github.com/hookstream/hookstream/proto/hookstream/v1"
+)
+
+// output collects what evaluating records produces.
+type output struct {
+	triggers    []*hookstreamv1.Trigger
+	timers      []*kgo.Record
+	conversions []*hookstreamv1.Conversion
+}
+
+// engine makes the decisions. It holds no per-user state of its own: all of
+// it is in the *user values it is given, so that the runtime can persist and
+// changelog it. Not safe for concurrent use.
+type engine struct {
+	cfg    Config
+	topics kafka.Topics
+	cat    *catalog.Catalog
+	now    func() time.Time
+	log    *slog.Logger
+	m      *metrics
+
+	mu    sync.Mutex
+	index *campaignIndex
+}
+
+type metrics struct {
+	records, triggers, skipped, conversions metric.Int64Counter
+}
+
+func newMetrics(meter metric.Meter) (*metrics, error) {
+	var m metrics
+	var err error
+	if m.records, err = meter.Int64Counter("hookstream_evaluator_records_total", metric.WithDescription("Records of the events topic evaluated, by kind.")); err != nil {
+		return nil, err
+	}
+	if m.triggers, err = meter.Int64Counter("hookstream_triggers_total", metric.WithDescription("Triggers emitted, by campaign, trigger type and control.")); err != nil {
+		return nil, err
+	}
+	if m.skipped, err = meter.Int64Counter("hookstream_evaluator_skipped_total", metric.WithDescription("Records, decisions or state dropped, by reason.")); err != nil {
+		return nil, err
+	}
+	if m.conversions, err = meter.Int64Counter("hookstream_conversions_total", metric.WithDescription("Goal events after an exposure, by campaign and group.")); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+func (e *engine) skip(reason string, campaign string) {
+	attrs := []attribute.KeyValue{attribute.String("reason", reason)}
+	if campaign != "" {
+		attrs = append(attrs, attribute.String("campaign", campaign))
+	}
+	e.m.skipped.Add(context.Background(), 1, metric.WithAttributes(attrs...))
+}
+
+// campaignIndex finds the campaigns an event can concern without looking at
+// every campaign. Rebuilt when the catalog's version changes.
+type campaignIndex struct {
+	version    int64
+	byAction   map[string][]*manifest.Campaign // trigger action event names
+	byInaction map[string][]*manifest.Campaign // inaction_within_time cancelling events
+	byGoal     map[string][]*manifest.Campaign
+	dtpEvent   map[string][]*manifest.Campaign
+	dtpProfile []*manifest.Campaign
+}
+
+func (e *engine) campaigns() *campaignIndex {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	v := e.cat.Version()
+	if e.index != nil && e.index.version == v {
+		return e.index
+	}
+	ix := &campaignIndex{version: v, byAction: map[string][]*manifest.Campaign{}, byInaction: map[string][]*manifest.Campaign{}, byGoal: map[string][]*manifest.Campaign{}, dtpEvent: map[string][]*manifest.Campaign{}}
+	for _, c := range e.cat.Campaigns() {
+		if g := c.Spec.Goal; g != nil && g.Event != "" {
+			ix.byGoal[g.Event] = append(ix.byGoal[g.Event], c)
+		}
+		t := c.Spec.Trigger
+		if t == nil || c.Spec.Delivery.Type != manifest.DeliveryTriggered {
+			continue
+		}
+		seen := map[string]bool{}
+		add := func(name string) {
+			if name != "" && !seen[name] {
+				seen[name] = true
+				ix.byAction[name] = append(ix.byAction[name], c)
+			}
+		}
+		switch t.Type {
+		case manifest.TriggerActions:
+			for _, a := range t.Actions {
+				add(a.Event)
+			}
+		case manifest.TriggerDateTimeProperty:
+			if p := t.Property; p != nil {
+				if p.Source == "profile" {
+					ix.dtpProfile = append(ix.dtpProfile, c)
+				} else {
+					ix.dtpEvent[p.Event] = append(ix.dtpEvent[p.Event], c)
+				}
+			}
+		default:
+			if t.Action != nil {
+				add(t.Action.Event)
+			}
+		}
+		if t.Type == manifest.TriggerInactionWithinTime && t.Inaction != nil {
+			ix.byInaction[t.Inaction.Event] = append(ix.byInaction[t.Inaction.Event], c)
+		}
+	}
+	e.index = ix
+	return ix
+}
+
+// apply evaluates one record of the events topic for its user. firedMs is
+// when a timer fired (from the timer service's header), 0 otherwise.
+func (e *engine) apply(u *user, ev *hookstreamv1.Event, out *output) error {
+	switch ev.Kind {
+	case hookstreamv1.Event_KIND_PROFILE:
+		return e.onProfile(u, ev, out)
+	case hookstreamv1.Event_KIND_EVENT:
+		return e.onEvent(u, ev, out)
+	case hookstreamv1.Event_KIND_TIMER_FIRED:
+		return e.onTimer(u, ev, out)
+	default:
+		e.skip("unhandled_kind", "")
+		return nil
+	}
+}
+
+func (e *engine) onProfile(u *user, ev *hookstreamv1.Event, out *output) error {
+	props := decodeObject(ev.PropertiesJson)
+	prof := u.Profile()
+	changed := map[string]bool{}
+	for k, v := range props {
+		if v == nil {
+			if _, ok := prof[k]; ok {
+				delete(prof, k)
+				changed[k] = true
+			}
+			continue
+		}
+		if _, ok := prof[k]; !ok && len(prof) >= e.cfg.MaxProfileProperties {
+			e.skip("profile_full", "")
+			continue
+		}
+		prof[k] = v
+		changed[k] = true
+	}
+	if len(changed) == 0 {
+		return nil
+	}
+	if err := u.setProfile(prof); err != nil {
+		return err
+	}
+	// date_time_property over a profile property: (re)schedule or cancel.
+	for _, c := range e.campaigns().dtpProfile {
+		if name := c.Spec.Trigger.Property.Name; changed[name] {
+			e.scheduleDate(u, c, prof[name], ev, out)
+		}
+	}
+	return nil
+}
+
+func (e *engine) onEvent(u *user, ev *hookstreamv1.Event, out *output) error {
+	if u.hasRecent(ev.Name, ev.Id) {
+		e.skip("duplicate_event", "")
+		return nil
+	}
+	ix := e.campaigns()
+	props := decodeObject(ev.PropertiesJson)
+	at := time.UnixMilli(ev.TsMs)
+
+	// Conversions first: the event that triggers a campaign again must not
+	// count as the conversion of the exposure it replaces.
+	for _, c := range ix.byGoal[ev.Name] {
+		e.convert(u, c, ev, out)
+	}
+	// An inaction event cancels pending inaction_within_time timers it
+	// matches, if it is not earlier than their action.
+	for _, c := range ix.byInaction[ev.Name] {
+		e.cancelInaction(u, c, ev, props, out)
+	}
+	// inaction looks at history before this event: "has not done B" must
+	// not see the A being evaluated when A and B are the same event.
+	notDone := map[string]bool{}
+	for _, c := range ix.byAction[ev.Name] {
+		if t := c.Spec.Trigger; t.Type == manifest.TriggerInaction {
+			from := int64(0)
+			if t.Lookback > 0 {
+				from = ev.TsMs - t.Lookback.Std().Milliseconds()
+			}
+			notDone[c.Metadata.Name] = !u.did(t.Inaction, from, ev.TsMs)
+		}
+	}
+	if !u.record(&e.cfg, ev, e.now().UnixMilli()) {
+		e.skip("event_names_full", "")
+		e.log.Debug("user has too many event names; event not remembered", "max", e.cfg.MaxEventNames)
+	}
+	for _, c := range ix.dtpEvent[ev.Name] {
+		if v := condition.Lookup(props, c.Spec.Trigger.Property.Name); v != nil {
+			e.scheduleDate(u, c, v, ev, out)
+		}
+	}
+	for _, c := range ix.byAction[ev.Name] {
+		if c.Spec.State == manifest.StatePaused || !inWindow(c.Spec.Active, at) {
+			continue
+		}
+		t := c.Spec.Trigger
+		switch t.Type {
+		case manifest.TriggerSingleAction:
+			if e.where(c, t.Action.Where, props, u, at) {
+				e.fire(u, c, ev.Id, ev, at, out)
+			}
+		case manifest.TriggerActionsWithUserProperties:
+			if e.where(c, t.Action.Where, props, u, at) && e.where(c, t.Profile, u.Profile(), u, at) {
+				e.fire(u, c, ev.Id, ev, at, out)
+			}
+		case manifest.TriggerInaction:
+			if notDone[c.Metadata.Name] && e.where(c, t.Action.Where, props, u, at) {
+				e.fire(u, c, ev.Id, ev, at, out)
+			}
+		case manifest.TriggerActions:
+			e.onActions(u, c, ev, props, at, out)
+		case manifest.TriggerInactionWithinTime:
+			if e.where(c, t.Action.Where, props, u, at) {
+				e.startInaction(u, c, ev, props, out)
+			}
+		}
+	}
+	return nil
+}
+
+// where evaluates conditions against props, with the user's profile and
+// history available to event conditions.
+func (e *engine) where(c *manifest.Campaign, cs []manifest.Condition, props map[string]any, u *user, at time.Time) bool {
+	if len(cs) == 0 {
+		return true
+	}
+	ok, err := condition.MatchAll(cs, condition.Env{Props: props, Profile: u.Profile(), History: history{u: u, nowMs: at.UnixMilli()}, Now: at})
+	if err != nil {
+		e.skip("condition_error", c.Metadata.Name)
+		e.log.Warn("condition failed", "campaign", c.Metadata.Name, "err", err)
+		return false
+	}
+	return ok
+}
+
+// eligible re-checks what every trigger is filtered by: campaign state, the
+// active window and who, at decision time at.
+func (e *engine) eligible(u *user, c *manifest.Campaign, at time.Time) bool {
+	if c.Spec.State == manifest.StatePaused || !inWindow(c.Spec.Active, at) {
+		return false
+	}
+	who := c.Spec.Who
+	if who == nil {
+		return true
+	}
+	prof := u.Profile()
+	if who.Segment != "" {
+		seg, ok := e.cat.Segment(who.Segment)
+		if !ok {
+			e.skip("missing_segment", c.Metadata.Name)
+			return false
+		}
+		if !e.where(c, []manifest.Condition{seg.Spec}, prof, u, at) {
+			return false
+		}
+	}
+	return who.Where == nil || e.where(c, []manifest.Condition{*who.Where}, prof, u, at)
+}
+
+// fire emits a trigger for u if it is eligible, with a deterministic id.
+func (e *engine) fire(u *user, c *manifest.Campaign, cause string, ev *hookstreamv1.Event, at time.Time, out *output) {
+	if !e.eligible(u, c, at) {
+		return
+	}
+	id := TriggerID(c.Metadata.Name, cause)
+	tr := &hookstreamv1.Trigger{
+		Id:                       id,
+		Campaign:                 c.Metadata.Name,
+		CampaignGeneration:       c.Metadata.Generation,
+		TriggerType:              triggerType(c),
+		Identity:                 u.identity,
+		TsMs:                     at.UnixMilli(),
+		CauseEventId:             ev.GetId(),
+		CauseEventName:           ev.GetName(),
+		CauseEventTsMs:           ev.GetTsMs(),
+		CauseEventPropertiesJson: ev.GetPropertiesJson(),
+		ProfileJson:              u.st.ProfileJson,
+		Control:                  InControlGroup(c, u.identity),
+	}
+	if len(tr.ProfileJson) == 0 {
+		tr.ProfileJson = []byte("{}")
+	}
+	if c.Spec.Goal != nil {
+		u.memory(c.Metadata.Name).Exposure = &hookstreamv1.Exposure{TriggerId: id, TsMs: tr.TsMs, Control: tr.Control}
+		u.dirty = true
+	}
+	e.m.triggers.Add(context.Background(), 1, metric.WithAttributes(attribute.String("campaign", c.Metadata.Name), attribute.String("trigger_type", tr.TriggerType), attribute.Bool("control", tr.Control)))
+	out.triggers = append(out.triggers, tr)
+}
+
+func triggerType(c *manifest.Campaign) string {
+	if c.Spec.Trigger == nil {
+		return "scheduled"
+	}
+	return c.Spec.Trigger.Type
+}
+
+// convert records a conversion when ev is the campaign's goal and follows
+// an exposure within goal.within.
+func (e *engine) convert(u *user, c *manifest.Campaign, ev *hookstreamv1.Event, out *output) {
+	m := u.st.Campaigns[c.Metadata.Name]
+	if m == nil || m.Exposure == nil || ev.TsMs < m.Exposure.TsMs {
+		return
+	}
+	if w := c.Spec.Goal.Within.Std(); w > 0 && ev.TsMs-m.Exposure.TsMs > w.Milliseconds() {
+		m.Exposure = nil
+		u.dropEmptyMemory(c.Metadata.Name)
+		u.dirty = true
+		return
+	}
+	x := m.Exposure
+	h := sha256.Sum256([]byte("conversion\x00" + x.TriggerId))
+	out.conversions = append(out.conversions, &hookstreamv1.Conversion{
+		Id: "cv_" + hex.EncodeToString(h[:16]), Campaign: c.Metadata.Name, Identity: u.identity, Control: x.Control,
+		TriggerId: x.TriggerId, ExposureTsMs: x.TsMs, TsMs: ev.TsMs, GoalEvent: ev.Name,
+	})
+	group := "test"
+	if x.Control {
+		group = "control"
+	}
+	e.m.conversions.Add(context.Background(), 1, metric.WithAttributes(attribute.String("campaign", c.Metadata.Name), attribute.String("group", group)))
+	m.Exposure = nil
+	u.dropEmptyMemory(c.Metadata.Name)
+	u.dirty = true
+}
+
+// onActions tracks the listed actions; the event that completes the set
+// within the window (in order when asked) fires, once per completion.
+func (e *engine) onActions(u *user, c *manifest.Campaign, ev *hookstreamv1.Event, props map[string]any, at time.Time, out *output) {
+	t := c.Spec.Trigger
+	m := u.memory(c.Metadata.Name)
+	if len(m.ActionMs) != len(t.Actions) {
+		m.ActionMs = make([]int64, len(t.Actions)) // new or edited campaign: start over
+	}
+	hit := false
+	for i := range t.Actions {
+		if a := &t.Actions[i]; a.Event == ev.Name && e.where(c, a.Where, props, u, at) {
+			m.ActionMs[i] = max(m.ActionMs[i], ev.TsMs)
+			hit = true
+			if t.Ordered {
+				break // one occurrence fills one step
+			}
+		}
+	}
+	if !hit {
+		u.dropEmptyMemory(c.Metadata.Name)
+		return
+	}
+	u.dirty = true
+	lo, hi := m.ActionMs[0], m.ActionMs[0]
+	for i, v := range m.ActionMs {
+		if v == 0 {
+			return
+		}
+		lo, hi = min(lo, v), max(hi, v)
+		if t.Ordered && i > 0 && v < m.ActionMs[i-1] {
+			return
+		}
+	}
+	if w := t.Within.Std(); w > 0 && hi-lo > w.Milliseconds() {
+		return
+	}
+	clear(m.ActionMs)
+	u.dropEmptyMemory(c.Metadata.Name)
+	e.fire(u, c, ev.Id, ev, at, out)
+}
+
+// matchKey is the value of the matchOn properties, identifying one pending
+// inaction timer per (campaign, user, values).
+func matchKey(matchOn []string, props map[string]any) string {
+	if len(matchOn) == 0 {
+		return ""
+	}
+	parts := make([]string, len(matchOn))
+	for i, p := range matchOn {
+		b, _ := json.Marshal(condition.Lookup(props, p))
+		parts[i] = string(b)
+	}
+	return strings.Join(parts, "\x1f")
+}
+
+// startInaction (re)schedules the timer of an inaction_within_time trigger
+// at the action's time + within; a repeated action moves it forward.
+func (e *engine) startInaction(u *user, c *manifest.Campaign, ev *hookstreamv1.Event, props map[string]any, out *output) {
+	t := c.Spec.Trigger
+	due := ev.TsMs + t.Within.Std().Milliseconds()
+	// An inaction event that arrived before this action but happened after
+	// it (out of order) already cancels it.
+	if e.inactionSeen(u, c, props, ev.TsMs, due) {
+		return
+	}
+	p := &hookstreamv1.PendingTimer{DueMs: due, CauseId: ev.Id, CauseTsMs: ev.TsMs, CauseName: ev.Name, CausePropertiesJson: ev.PropertiesJson, CampaignGeneration: c.Metadata.Generation}
+	e.schedule(u, c, matchKey(t.MatchOn, props), p, out)
+}
+
+// inactionSeen reports a cancelling event in [from, to] among the recent
+// occurrences, matching the inaction's where and the matchOn values.
+func (e *engine) inactionSeen(u *user, c *manifest.Campaign, actionProps map[string]any, from, to int64) bool {
+	t := c.Spec.Trigger
+	es := u.st.Events[t.Inaction.Event]
+	if es == nil {
+		return false
+	}
+	key := matchKey(t.MatchOn, actionProps)
+	for _, o := range es.Recent {
+		if o.TsMs < from || o.TsMs > to {
+			continue
+		}
+		props := decodeObject(o.PropertiesJson)
+		if matchKey(t.MatchOn, props) != key {
+			continue
+		}
+		if ok, _ := condition.MatchAll(t.Inaction.Where, condition.Env{Props: props, Profile: u.Profile()}); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *engine) cancelInaction(u *user, c *manifest.Campaign, ev *hookstreamv1.Event, props map[string]any, out *output) {
+	t := c.Spec.Trigger
+	m := u.st.Campaigns[c.Metadata.Name]
+	if m == nil || len(m.Pending) == 0 {
+		return
+	}
+	if ok, _ := condition.MatchAll(t.Inaction.Where, condition.Env{Props: props, Profile: u.Profile()}); !ok {
+		return
+	}
+	key := matchKey(t.MatchOn, props)
+	p := m.Pending[key]
+	if p == nil || ev.TsMs < p.CauseTsMs || ev.TsMs > p.DueMs {
+		return // earlier than its action, or after the window: no cancel
+	}
+	e.cancel(u, c, key, out)
+}
+
+// scheduleDate (re)schedules a date_time_property timer from a property
+// value; a missing value cancels it.
+func (e *engine) scheduleDate(u *user, c *manifest.Campaign, value any, ev *hookstreamv1.Event, out *output) {
+	if value == nil {
+		if m := u.st.Campaigns[c.Metadata.Name]; m != nil && m.Pending[""] != nil {
+			e.cancel(u, c, "", out)
+		}
+		return
+	}
+	due, err := dateDue(c.Spec.Trigger, value, u.Profile())
+	if err != nil {
+		e.skip("bad_date_property", c.Metadata.Name)
+		e.log.Debug("date property not usable", "campaign", c.Metadata.Name, "err", err)
+		return
+	}
+	if m := u.st.Campaigns[c.Metadata.Name]; m != nil && m.Pending[""] != nil && m.Pending[""].DueMs == due.UnixMilli() {
+		return // unchanged
+	}
+	p := &hookstreamv1.PendingTimer{DueMs: due.UnixMilli(), CauseId: ev.Id, CauseTsMs: ev.TsMs, CauseName: ev.Name, CausePropertiesJson: ev.PropertiesJson, CampaignGeneration: c.Metadata.Generation}
+	e.schedule(u, c, "", p, out)
+}
+
+// dateDue is the property's time + offset, optionally moved to a local time
+// of day in the trigger's zone, else the user's Timezone, else UTC.
+func dateDue(t *manifest.Trigger, value any, profile map[string]any) (time.Time, error) {
+	loc := time.UTC
+	if t.Timezone != "" {
+		if l, err := time.LoadLocation(t.Timezone); err == nil {
+			loc = l
+		}
+	} else if tz, ok := profile["Timezone"].(string); ok {
+		if l, err := time.LoadLocation(tz); err == nil {
+			loc = l
+		}
+	}
+	var base time.Time
+	if s, ok := value.(string); ok && len(s) == len("2006-01-02") {
+		d, err := time.ParseInLocation("2006-01-02", s, loc) // a date is a local date
+		if err != nil {
+			return time.Time{}, err
+		}
+		base = d
+	} else {
+		b, ok := condition.AsTime(value)
+		if !ok {
+			return time.Time{}, fmt.Errorf("%v is not a date or time", value)
+		}
+		base = b
+	}
+	due := base.Add(t.Offset.Std())
+	if t.At != "" {
+		hm, err := time.Parse("15:04", t.At)
+		if err != nil {
+			return time.Time{}, err
+		}
+		d := due.In(loc)
+		due = time.Date(d.Year(), d.Month(), d.Day(), hm.Hour(), hm.Minute(), 0, 0, loc)
+		if due.Hour() != hm.Hour() || due.Minute() != hm.Minute() {
+			// The wall time does not exist (a DST gap, e.g. 02:30 when
+			// clocks jump from 02:00 to 03:00): fire when the gap ends.
+			_, end := due.ZoneBounds()
+			due = end
+		}
+		// A wall time that happens twice (clocks going back) is taken at
+		// its first occurrence, which is what time.Date returns.
+	}
+	return due, nil
+}
+
+// timerID names an evaluator timer: one per (campaign, user, key).
+func timerID(campaign, identity, key string) string {
+	h := sha256.Sum256([]byte(campaign + "\x00" + identity + "\x00" + key))
+	return "ev_" + hex.EncodeToString(h[:16])
+}
+
+// schedule remembers a pending timer and asks the timer service for it, or
+// fires at once when it is already due (unless later than the lateness).
+func (e *engine) schedule(u *user, c *manifest.Campaign, key string, p *hookstreamv1.PendingTimer, out *output) {
+	now := e.now().UnixMilli()
+	name := c.Metadata.Name
+	m := u.memory(name)
+	if m.Pending == nil {
+		m.Pending = map[string]*hookstreamv1.PendingTimer{}
+	}
+	u.dirty = true
+	if p.DueMs <= now {
+		if had := m.Pending[key] != nil; had {
+			e.cancel(u, c, key, out)
+		}
+		if now-p.DueMs > e.cfg.Lateness.Std().Milliseconds() {
+			e.skip("late", name)
+			u.dropEmptyMemory(name)
+			return
+		}
+		e.fireTimer(u, c, key, p, out)
+		return
+	}
+	m.Pending[key] = p
+	payload, _ := proto.Marshal(&hookstreamv1.EvaluatorTimer{Campaign: name, Key: key, DueMs: p.DueMs})
+	id := timerID(name, u.identity, key)
+	fired, _ := proto.Marshal(&hookstreamv1.Event{
+		Kind: hookstreamv1.Event_KIND_TIMER_FIRED, Id: fmt.Sprintf("%s@%d", id, p.DueMs), Identity: u.identity, TsMs: p.DueMs,
+		Timer: &hookstreamv1.TimerFired{TimerId: id, DueMs: p.DueMs, Payload: payload},
+	})
+	cmd, _ := proto.Marshal(&hookstreamv1.TimerCommand{
+		Id: id, DueMs: p.DueMs, DestinationTopic: e.topics.Events, DestinationKey: []byte(u.identity), Payload: fired, Owner: "evaluator", CreatedMs: now,
+	})
+	out.timers = append(out.timers, &kgo.Record{Topic: e.topics.Timers, Key: []byte(id), Value: cmd})
+}
+
+func (e *engine) cancel(u *user, c *manifest.Campaign, key string, out *output) {
+	m := u.st.Campaigns[c.Metadata.Name]
+	if m == nil || m.Pending[key] == nil {
+		return
+	}
+	delete(m.Pending, key)
+	u.dropEmptyMemory(c.Metadata.Name)
+	u.dirty = true
+	out.timers = append(out.timers, &kgo.Record{Topic: e.topics.Timers, Key: []byte(timerID(c.Metadata.Name, u.identity, key))})
+}
+
+// onTimer handles a fired evaluator timer: it fires only if the timer is
+// still pending as scheduled (a cancelling event processed before wins) and
+// the campaign still wants it.
+func (e *engine) onTimer(u *user, ev *hookstreamv1.Event, out *output) error {
+	var t hookstreamv1.EvaluatorTimer
+	if err := proto.Unmarshal(ev.GetTimer().GetPayload(), &t); err != nil {
+		e.skip("bad_timer", "")
+		return nil
+	}
+	m := u.st.Campaigns[t.Campaign]
+	if m == nil || m.Pending[t.Key] == nil || m.Pending[t.Key].DueMs != t.DueMs {
+		e.skip("stale_timer", t.Campaign)
+		return nil
+	}
+	p := m.Pending[t.Key]
+	delete(m.Pending, t.Key)
+	u.dirty = true
+	c, ok := e.cat.Campaign(t.Campaign)
+	if !ok || c.Spec.Trigger == nil {
+		u.dropEmptyMemory(t.Campaign)
+		e.skip("campaign_gone", t.Campaign)
+		return nil
+	}
+	e.fireTimer(u, c, t.Key, p, out)
+	u.dropEmptyMemory(t.Campaign)
+	return nil
+}
+
+func (e *engine) fireTimer(u *user, c *manifest.Campaign, key string, p *hookstreamv1.PendingTimer, out *output) {
+	cause := &hookstreamv1.Event{Id: p.CauseId, Name: p.CauseName, TsMs: p.CauseTsMs, PropertiesJson: p.CausePropertiesJson}
+	id := "timer:" + p.CauseId
+	if c.Spec.Trigger.Type == manifest.TriggerDateTimeProperty {
+		id = fmt.Sprintf("date:%s:%d", u.identity, p.DueMs)
+	}
+	e.fire(u, c, id, cause, time.UnixMilli(p.DueMs), out)
+}
+
+// scheduledRun evaluates one user for one run of a scheduled campaign:
+// who, and the trigger read over past behaviour. Idempotent per (campaign,
+// run, user): the trigger id says so.
+func (e *engine) scheduledRun(u *user, c *manifest.Campaign, runMs int64, out *output) {
+	at := time.UnixMilli(runMs)
+	t := c.Spec.Trigger
+	if t != nil {
+		from := func(a *manifest.Action, d time.Duration) int64 {
+			if a != nil && a.In > 0 {
+				return runMs - a.In.Std().Milliseconds()
+			}
+			if d > 0 {
+				return runMs - d.Milliseconds()
+			}
+			return 0
+		}
+		switch t.Type {
+		case manifest.TriggerSingleAction:
+			if !u.did(t.Action, from(t.Action, 0), runMs) {
+				return
+			}
+		case manifest.TriggerActionsWithUserProperties:
+			if !u.did(t.Action, from(t.Action, 0), runMs) || !e.where(c, t.Profile, u.Profile(), u, at) {
+				return
+			}
+		case manifest.TriggerInaction:
+			lastA := u.last(t.Action, from(t.Action, 0), runMs)
+			if lastA == 0 || u.did(t.Inaction, lastA, runMs) {
+				return
+			}
+		case manifest.TriggerActions:
+			for i := range t.Actions {
+				if !u.did(&t.Actions[i], from(&t.Actions[i], t.Within.Std()), runMs) {
+					return
+				}
+			}
+		default:
+			return
+		}
+	}
+	run := &hookstreamv1.Event{Id: fmt.Sprintf("run:%s:%d", c.Metadata.Name, runMs), TsMs: runMs}
+	e.fire(u, c, fmt.Sprintf("run:%d:%s", runMs, u.identity), run, at, out)
+}
+
+func inWindow(w *manifest.ActiveWindow, at time.Time) bool {
+	if w == nil {
+		return true
+	}
+	if w.From != nil && at.Before(*w.From) {
+		return false
+	}
+	if w.Until != nil && !at.Before(*w.Until) {
+		return false
+	}
+	return true
+}
+
+// TriggerID is the deterministic id of the trigger that cause caused for
+// campaign: re-evaluating the same input yields the same id, which the
+// dispatcher deduplicates on and the receiver sees as webhook-id.
+func TriggerID(campaign, cause string) string {
+	h := sha256.Sum256([]byte(campaign + "\x00" + cause))
+	return "msg_" + hex.EncodeToString(h[:16])
+}
+
+// InControlGroup assigns a user to a campaign's control group by a
+// deterministic hash of (campaign, user) against controlGroup.percent.
+func InControlGroup(c *manifest.Campaign, identity string) bool {
+	if c.Spec.ControlGroup == nil || c.Spec.ControlGroup.Percent <= 0 {
+		return false
+	}
+	h := sha256.Sum256([]byte(c.Metadata.Name + "\x00" + identity))
+	bucket := float64(binary.BigEndian.Uint64(h[:8])%10000) / 100 // 0.00 .. 99.99
+	return bucket < c.Spec.ControlGroup.Percent
+}
