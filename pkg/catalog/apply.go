@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -36,12 +37,18 @@ type Writer struct {
 	Client *kgo.Client
 	Topic  string
 	Cat    *Catalog
+
+	// mu serialises applies through this writer, so that two concurrent
+	// applies in one process do not both take the same next generation.
+	mu sync.Mutex
 }
 
 // Apply validates objs against the catalog and, unless dryRun, writes the
 // ones that changed. Each changed object gets the next generation; a campaign
 // keeps the targetId it was first given.
 func (w *Writer) Apply(ctx context.Context, objs []manifest.Object, dryRun bool) ([]Change, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	if probs := manifest.Validate(objs, w.Cat.Exists); len(probs) > 0 {
 		return nil, probs
 	}

@@ -63,16 +63,20 @@ type WebhookSpec struct {
 	// Method is POST (default) or PUT.
 	Method string `yaml:"method,omitempty" json:"method,omitempty"`
 	// Timeout of one attempt, default 3s.
-	Timeout     duration.Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
-	Auth        *Auth             `yaml:"auth,omitempty" json:"auth,omitempty"`
-	Headers     map[string]string `yaml:"headers,omitempty" json:"headers,omitempty"`
-	Signing     *Signing          `yaml:"signing,omitempty" json:"signing,omitempty"`
-	RateLimit   *RateLimit        `yaml:"rateLimit,omitempty" json:"rateLimit,omitempty"`
-	MaxInFlight int               `yaml:"maxInFlight,omitempty" json:"maxInFlight,omitempty"`
-	Retry       *Retry            `yaml:"retry,omitempty" json:"retry,omitempty"`
+	Timeout   duration.Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
+	Auth      *Auth             `yaml:"auth,omitempty" json:"auth,omitempty"`
+	Headers   map[string]string `yaml:"headers,omitempty" json:"headers,omitempty"`
+	Signing   *Signing          `yaml:"signing,omitempty" json:"signing,omitempty"`
+	RateLimit *RateLimit        `yaml:"rateLimit,omitempty" json:"rateLimit,omitempty"`
+	// MaxInFlight caps concurrent requests to the endpoint, default 10.
+	MaxInFlight int `yaml:"maxInFlight,omitempty" json:"maxInFlight,omitempty"`
+	// Retry defaults to DefaultRetrySchedule and a maxAge of 6h.
+	Retry *Retry `yaml:"retry,omitempty" json:"retry,omitempty"`
 }
 
 // SecretRef points at a secret; its value never travels in a manifest.
+// Exactly one of Env and File is set; the service that needs the secret
+// reads it when it needs it.
 type SecretRef struct {
 	Env  string `yaml:"env,omitempty" json:"env,omitempty"`
 	File string `yaml:"file,omitempty" json:"file,omitempty"`
@@ -105,7 +109,8 @@ type RateLimit struct {
 	PerSecond float64 `yaml:"perSecond" json:"perSecond"`
 }
 
-// Retry is the retry schedule after the first attempt.
+// Retry is the retry schedule after the first attempt: the waits before
+// each retry, and the age of a delivery after which no retry starts.
 type Retry struct {
 	Schedule []duration.Duration `yaml:"schedule,omitempty" json:"schedule,omitempty"`
 	MaxAge   duration.Duration   `yaml:"maxAge,omitempty" json:"maxAge,omitempty"`
@@ -174,8 +179,8 @@ var Operators = []string{"eq", "neq", "gt", "gte", "lt", "lte", "in", "nin", "co
 // Campaign sends webhooks to users who meet its trigger and audience.
 type Campaign struct {
 	TypeMeta `yaml:",inline" json:",inline"`
-	Metadata Metadata       `yaml:"metadata" json:"metadata"`
-	Spec     CampaignSpec   `yaml:"spec" json:"spec"`
+	Metadata Metadata     `yaml:"metadata" json:"metadata"`
+	Spec     CampaignSpec `yaml:"spec" json:"spec"`
 	// Status is set by the server; a status in an applied manifest is
 	// ignored.
 	Status *CampaignState `yaml:"status,omitempty" json:"status,omitempty"`
@@ -296,7 +301,9 @@ type Who struct {
 	MaxUsers int        `yaml:"maxUsers,omitempty" json:"maxUsers,omitempty"`
 }
 
-// What is the request a campaign sends.
+// What is the request a campaign sends. Query and KeyValues values, the
+// Body and linked content URLs may be Liquid templates; ContentType is json
+// (default) or text.
 type What struct {
 	Query         map[string]string `yaml:"query,omitempty" json:"query,omitempty"`
 	KeyValues     map[string]string `yaml:"keyValues,omitempty" json:"keyValues,omitempty"`
@@ -307,19 +314,23 @@ type What struct {
 }
 
 // Payload is either profile variables (the CleverTap-compatible body) or a
-// Liquid body.
+// Liquid body, not both. Neither means profile variables [Identity].
 type Payload struct {
 	ProfileVariables []string `yaml:"profileVariables,omitempty" json:"profileVariables,omitempty"`
 	Body             string   `yaml:"body,omitempty" json:"body,omitempty"`
 }
 
-// Batch groups profiles of one campaign into one request.
+// Batch groups profiles of one campaign into one request (profile
+// variables payloads only): at most MaxProfiles (1 to 1000), waiting at most
+// Linger (default 1s) to fill a batch.
 type Batch struct {
 	MaxProfiles int               `yaml:"maxProfiles" json:"maxProfiles"`
 	Linger      duration.Duration `yaml:"linger,omitempty" json:"linger,omitempty"`
 }
 
-// LinkedContent is fetched per profile at send time.
+// LinkedContent is fetched per profile at send time and read in Liquid as
+// linked.NAME. Timeout defaults to 2s, CacheTTL to no caching, OnError to
+// abort (the send fails and is retried) or skip (send without it).
 type LinkedContent struct {
 	Name     string            `yaml:"name" json:"name"`
 	URL      string            `yaml:"url" json:"url"`
@@ -346,19 +357,22 @@ type Throttle struct {
 	PerMinute int `yaml:"perMinute" json:"perMinute"`
 }
 
-// QuietHours holds or drops sends during the user's night.
+// QuietHours holds (action delay, the default) or drops (discard) sends
+// between From and To (HH:MM, may wrap midnight) in the user's time zone.
 type QuietHours struct {
 	From   string `yaml:"from" json:"from"`
 	To     string `yaml:"to" json:"to"`
 	Action string `yaml:"action,omitempty" json:"action,omitempty"`
 }
 
-// ControlGroup holds back a share of users to measure the campaign.
+// ControlGroup holds back Percent (0 to 100) of users to measure the
+// campaign.
 type ControlGroup struct {
 	Percent float64 `yaml:"percent" json:"percent"`
 }
 
-// Goal is the conversion event.
+// Goal is the conversion event, counted when it follows a send within
+// Within (default 7d).
 type Goal struct {
 	Event  string            `yaml:"event" json:"event"`
 	Within duration.Duration `yaml:"within,omitempty" json:"within,omitempty"`

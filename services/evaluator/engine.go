@@ -335,7 +335,7 @@ func triggerType(c *manifest.Campaign) string {
 // convert records a conversion when ev is the campaign's goal and follows
 // an exposure within goal.within.
 func (e *engine) convert(u *user, c *manifest.Campaign, ev *hookstreamv1.Event, out *output) {
-	m := u.st.Campaigns[c.Metadata.Name]
+	m := u.campaigns[c.Metadata.Name]
 	if m == nil || m.Exposure == nil || ev.TsMs < m.Exposure.TsMs {
 		return
 	}
@@ -434,7 +434,7 @@ func (e *engine) startInaction(u *user, c *manifest.Campaign, ev *hookstreamv1.E
 // occurrences, matching the inaction's where and the matchOn values.
 func (e *engine) inactionSeen(u *user, c *manifest.Campaign, actionProps map[string]any, from, to int64) bool {
 	t := c.Spec.Trigger
-	es := u.st.Events[t.Inaction.Event]
+	es := u.events[t.Inaction.Event]
 	if es == nil {
 		return false
 	}
@@ -456,7 +456,7 @@ func (e *engine) inactionSeen(u *user, c *manifest.Campaign, actionProps map[str
 
 func (e *engine) cancelInaction(u *user, c *manifest.Campaign, ev *hookstreamv1.Event, props map[string]any, out *output) {
 	t := c.Spec.Trigger
-	m := u.st.Campaigns[c.Metadata.Name]
+	m := u.campaigns[c.Metadata.Name]
 	if m == nil || len(m.Pending) == 0 {
 		return
 	}
@@ -475,7 +475,7 @@ func (e *engine) cancelInaction(u *user, c *manifest.Campaign, ev *hookstreamv1.
 // value; a missing value cancels it.
 func (e *engine) scheduleDate(u *user, c *manifest.Campaign, value any, ev *hookstreamv1.Event, out *output) {
 	if value == nil {
-		if m := u.st.Campaigns[c.Metadata.Name]; m != nil && m.Pending[""] != nil {
+		if m := u.campaigns[c.Metadata.Name]; m != nil && m.Pending[""] != nil {
 			e.cancel(u, c, "", out)
 		}
 		return
@@ -486,7 +486,7 @@ func (e *engine) scheduleDate(u *user, c *manifest.Campaign, value any, ev *hook
 		e.log.Debug("date property not usable", "campaign", c.Metadata.Name, "err", err)
 		return
 	}
-	if m := u.st.Campaigns[c.Metadata.Name]; m != nil && m.Pending[""] != nil && m.Pending[""].DueMs == due.UnixMilli() {
+	if m := u.campaigns[c.Metadata.Name]; m != nil && m.Pending[""] != nil && m.Pending[""].DueMs == due.UnixMilli() {
 		return // unchanged
 	}
 	p := &hookstreamv1.PendingTimer{DueMs: due.UnixMilli(), CauseId: ev.Id, CauseTsMs: ev.TsMs, CauseName: ev.Name, CausePropertiesJson: ev.PropertiesJson, CampaignGeneration: c.Metadata.Generation}
@@ -582,7 +582,7 @@ func (e *engine) schedule(u *user, c *manifest.Campaign, key string, p *hookstre
 }
 
 func (e *engine) cancel(u *user, c *manifest.Campaign, key string, out *output) {
-	m := u.st.Campaigns[c.Metadata.Name]
+	m := u.campaigns[c.Metadata.Name]
 	if m == nil || m.Pending[key] == nil {
 		return
 	}
@@ -601,7 +601,7 @@ func (e *engine) onTimer(u *user, ev *hookstreamv1.Event, out *output) error {
 		e.skip("bad_timer", "")
 		return nil
 	}
-	m := u.st.Campaigns[t.Campaign]
+	m := u.campaigns[t.Campaign]
 	if m == nil || m.Pending[t.Key] == nil || m.Pending[t.Key].DueMs != t.DueMs {
 		e.skip("stale_timer", t.Campaign)
 		return nil

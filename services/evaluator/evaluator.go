@@ -86,7 +86,7 @@ func (e *Evaluator) Service() *service.Service {
 	s := service.New("evaluator",
 		func(ctx context.Context) error {
 			var err error
-			if e.db, err = pebble.Open(e.cfg.DataDir, &pebble.Options{}); err != nil {
+			if e.db, err = pebble.Open(e.cfg.DataDir, &pebble.Options{Logger: pebbleLogger{e.log}}); err != nil {
 				return fmt.Errorf("open evaluator state %s: %w", e.cfg.DataDir, err)
 			}
 			if e.clog, err = kafka.NewClient(e.kcfg, e.log, "evaluator-changelog", kgo.RecordPartitioner(kgo.ManualPartitioner())); err != nil {
@@ -311,16 +311,16 @@ func (b *batch) flush(topic string) ([]*kgo.Record, error) {
 			continue
 		}
 		p := int32(binary.BigEndian.Uint32([]byte(k)[1:5]))
-		var v []byte
-		if len(u.st.Events) > 0 || len(u.st.Campaigns) > 0 || len(u.st.ProfileJson) > 2 {
-			var err error
-			if v, err = proto.Marshal(u.st); err != nil {
-				return nil, err
-			}
-			if err := b.pb.Set([]byte(k), v, nil); err != nil {
-				return nil, err
-			}
-		} else if err := b.pb.Delete([]byte(k), nil); err != nil {
+		v, err := u.encode()
+		if err != nil {
+			return nil, err
+		}
+		if v != nil {
+			err = b.pb.Set([]byte(k), v, nil)
+		} else {
+			err = b.pb.Delete([]byte(k), nil)
+		}
+		if err != nil {
 			return nil, err
 		}
 		recs = append(recs, &kgo.Record{Topic: topic, Partition: p, Key: []byte(k), Value: v})
@@ -332,51 +332,11 @@ func (b *batch) flush(topic string) ([]*kgo.Record, error) {
 // handle evaluates a batch in order and commits state, outputs and offsets
 // together (see Evaluator).
 func (e *Evaluator) handle(ctx context.Context, recs []*kgo.Record) error {
-	b := &batch{e: e, pb: e.db.NewIndexedBatch(), users: map[string]*user{}}
-	defer b.pb.Close()
-	var changelog []*kgo.Record
-	next := map[int32]int64{}
-	for _, r := range recs {
-		next[r.Partition] = r.Offset + 1
-		var ev hookstreamv1.Event
-		if err := proto.Unmarshal(r.Value, &ev); err != nil {
-			e.eng.skip("undecodable", "")
-			e.log.Error("skipping undecodable event", "partition", r.Partition, "offset", r.Offset, "err", err)
-			continue
-		}
-		e.eng.m.records.Add(ctx, 1, metric.WithAttributes(attribute.String("kind", ev.Kind.String())))
-		if ev.Kind == hookstreamv1.Event_KIND_SCHEDULED_RUN {
-			recs, err := e.scheduledRun(b, r.Partition, ev.GetRun())
-			if err != nil {
-				return err
-			}
-			changelog = append(changelog, recs...)
-			continue
-		}
-		if ev.Identity == "" {
-			e.eng.skip("no_identity", "")
-			continue
-		}
-		u, err := b.user(r.Partition, ev.Identity)
-		if err != nil {
-			return err
-		}
-		if err := e.eng.apply(u, &ev, &b.out); err != nil {
-			return fmt.Errorf("evaluate offset %d of partition %d: %w", r.Offset, r.Partition, err)
-		}
-	}
-	recs2, err := b.flush(e.topics.EvaluatorChangelog)
+	b, changelog, err := e.evaluate(ctx, recs)
 	if err != nil {
 		return err
 	}
-	changelog = append(changelog, recs2...)
-	for p, off := range next {
-		v := binary.BigEndian.AppendUint64(nil, uint64(off))
-		if err := b.pb.Set(offsetKey(p), v, nil); err != nil {
-			return err
-		}
-		changelog = append(changelog, &kgo.Record{Topic: e.topics.EvaluatorChangelog, Partition: p, Key: offsetKey(p), Value: v})
-	}
+	defer b.pb.Close()
 	outputs, err := e.outputs(&b.out)
 	if err != nil {
 		return err
@@ -401,6 +361,61 @@ func (e *Evaluator) handle(ctx context.Context, recs []*kgo.Record) error {
 		}
 	}
 	return b.pb.Commit(pebble.Sync)
+}
+
+// evaluate applies recs to the state in a new Pebble batch (not committed)
+// and returns it with the changelog records of every change, the consumed
+// offsets included. The caller must close the batch.
+func (e *Evaluator) evaluate(ctx context.Context, recs []*kgo.Record) (*batch, []*kgo.Record, error) {
+	b := &batch{e: e, pb: e.db.NewIndexedBatch(), users: map[string]*user{}}
+	var changelog []*kgo.Record
+	next := map[int32]int64{}
+	fail := func(err error) (*batch, []*kgo.Record, error) {
+		b.pb.Close()
+		return nil, nil, err
+	}
+	for _, r := range recs {
+		next[r.Partition] = r.Offset + 1
+		var ev hookstreamv1.Event
+		if err := proto.Unmarshal(r.Value, &ev); err != nil {
+			e.eng.skip("undecodable", "")
+			e.log.Error("skipping undecodable event", "partition", r.Partition, "offset", r.Offset, "err", err)
+			continue
+		}
+		e.eng.m.records.Add(ctx, 1, kindAttrs(ev.Kind))
+		if ev.Kind == hookstreamv1.Event_KIND_SCHEDULED_RUN {
+			recs, err := e.scheduledRun(b, r.Partition, ev.GetRun())
+			if err != nil {
+				return fail(err)
+			}
+			changelog = append(changelog, recs...)
+			continue
+		}
+		if ev.Identity == "" {
+			e.eng.skip("no_identity", "")
+			continue
+		}
+		u, err := b.user(r.Partition, ev.Identity)
+		if err != nil {
+			return fail(err)
+		}
+		if err := e.eng.apply(u, &ev, &b.out); err != nil {
+			return fail(fmt.Errorf("evaluate offset %d of partition %d: %w", r.Offset, r.Partition, err))
+		}
+	}
+	recs2, err := b.flush(e.topics.EvaluatorChangelog)
+	if err != nil {
+		return fail(err)
+	}
+	changelog = append(changelog, recs2...)
+	for p, off := range next {
+		v := binary.BigEndian.AppendUint64(nil, uint64(off))
+		if err := b.pb.Set(offsetKey(p), v, nil); err != nil {
+			return fail(err)
+		}
+		changelog = append(changelog, &kgo.Record{Topic: e.topics.EvaluatorChangelog, Partition: p, Key: offsetKey(p), Value: v})
+	}
+	return b, changelog, nil
 }
 
 func (e *Evaluator) outputs(o *output) ([]*kgo.Record, error) {
@@ -458,4 +473,20 @@ func (e *Evaluator) scheduledRun(b *batch, p int32, run *hookstreamv1.ScheduledR
 	}
 	e.log.Info("scheduled run evaluated", "campaign", c.Metadata.Name, "run_ms", run.GetRunMs(), "partition", p, "users", users)
 	return recs, nil
+}
+
+var kindAttr = func() map[hookstreamv1.Event_Kind]metric.AddOption {
+	m := map[hookstreamv1.Event_Kind]metric.AddOption{}
+	for k := range hookstreamv1.Event_Kind_name {
+		kind := hookstreamv1.Event_Kind(k)
+		m[kind] = metric.WithAttributeSet(attribute.NewSet(attribute.String("kind", kind.String())))
+	}
+	return m
+}()
+
+func kindAttrs(k hookstreamv1.Event_Kind) metric.AddOption {
+	if o, ok := kindAttr[k]; ok {
+		return o
+	}
+	return metric.WithAttributes(attribute.String("kind", k.String()))
 }

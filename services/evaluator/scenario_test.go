@@ -72,7 +72,7 @@ func (s *scenario) apply(ev *hookstreamv1.Event) {
 	s.t.Helper()
 	// Round-trip the state through its encoding, as Pebble does.
 	u := s.user(ev.Identity)
-	b, err := proto.Marshal(u.st)
+	b, err := u.encode()
 	if err != nil {
 		s.t.Fatal(err)
 	}

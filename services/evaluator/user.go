@@ -7,6 +7,8 @@ import (
 	"sort"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/hookstream/hookstream/pkg/condition"
 	"github.com/hookstream/hookstream/pkg/manifest"
 	hookstreamv1 "github.com/hookstream/hookstream/proto/hookstream/v1"
@@ -14,25 +16,49 @@ import (
 
 const dayMs = 24 * 60 * 60 * 1000
 
-// user is one user's state while a batch is being evaluated.
+// user is one user's state while a batch is being evaluated. The stored
+// lists of event stats and campaign memories are indexed by name here, and
+// written back by encode.
 type user struct {
-	identity string
-	st       *hookstreamv1.UserState
-	profile  map[string]any // decoded lazily from st.ProfileJson
-	dirty    bool
+	identity  string
+	st        *hookstreamv1.UserState
+	events    map[string]*hookstreamv1.EventStats
+	campaigns map[string]*hookstreamv1.CampaignMemory
+	profile   map[string]any // decoded lazily from st.ProfileJson
+	dirty     bool
 }
 
 func newUser(identity string, st *hookstreamv1.UserState) *user {
 	if st == nil {
 		st = &hookstreamv1.UserState{}
 	}
-	if st.Events == nil {
-		st.Events = map[string]*hookstreamv1.EventStats{}
+	u := &user{identity: identity, st: st,
+		events:    make(map[string]*hookstreamv1.EventStats, len(st.Events)),
+		campaigns: make(map[string]*hookstreamv1.CampaignMemory, len(st.Campaigns))}
+	for _, e := range st.Events {
+		u.events[e.Name] = e
 	}
-	if st.Campaigns == nil {
-		st.Campaigns = map[string]*hookstreamv1.CampaignMemory{}
+	for _, c := range st.Campaigns {
+		u.campaigns[c.Campaign] = c
 	}
-	return &user{identity: identity, st: st}
+	return u
+}
+
+// encode returns the state's stored form, or nil when there is nothing to
+// remember (the key can be deleted).
+func (u *user) encode() ([]byte, error) {
+	if len(u.events) == 0 && len(u.campaigns) == 0 && len(u.st.ProfileJson) <= 2 {
+		return nil, nil
+	}
+	u.st.Events = u.st.Events[:0]
+	for _, e := range u.events {
+		u.st.Events = append(u.st.Events, e)
+	}
+	u.st.Campaigns = u.st.Campaigns[:0]
+	for _, c := range u.campaigns {
+		u.st.Campaigns = append(u.st.Campaigns, c)
+	}
+	return proto.Marshal(u.st)
 }
 
 func (u *user) Profile() map[string]any {
@@ -53,26 +79,26 @@ func (u *user) setProfile(p map[string]any) error {
 
 // memory returns the campaign's memory for this user, creating it.
 func (u *user) memory(campaign string) *hookstreamv1.CampaignMemory {
-	m := u.st.Campaigns[campaign]
+	m := u.campaigns[campaign]
 	if m == nil {
-		m = &hookstreamv1.CampaignMemory{}
-		u.st.Campaigns[campaign] = m
+		m = &hookstreamv1.CampaignMemory{Campaign: campaign}
+		u.campaigns[campaign] = m
 	}
 	return m
 }
 
 // dropEmptyMemory removes a campaign's memory when it holds nothing.
 func (u *user) dropEmptyMemory(campaign string) {
-	m := u.st.Campaigns[campaign]
+	m := u.campaigns[campaign]
 	if m != nil && len(m.Pending) == 0 && m.Exposure == nil && !slices.ContainsFunc(m.ActionMs, func(v int64) bool { return v != 0 }) {
-		delete(u.st.Campaigns, campaign)
+		delete(u.campaigns, campaign)
 	}
 }
 
 // hasRecent reports whether an event with this id is among the recent
 // occurrences of its name (a duplicate delivery of the same event).
 func (u *user) hasRecent(name, id string) bool {
-	es := u.st.Events[name]
+	es := u.events[name]
 	if es == nil || id == "" {
 		return false
 	}
@@ -87,13 +113,13 @@ func (u *user) hasRecent(name, id string) bool {
 // record adds an occurrence to the event stats. It reports false when the
 // user already has MaxEventNames names and this is a new one.
 func (u *user) record(cfg *Config, ev *hookstreamv1.Event, nowMs int64) bool {
-	es := u.st.Events[ev.Name]
+	es := u.events[ev.Name]
 	if es == nil {
-		if len(u.st.Events) >= cfg.MaxEventNames {
+		if len(u.events) >= cfg.MaxEventNames {
 			return false
 		}
-		es = &hookstreamv1.EventStats{FirstMs: ev.TsMs, LastMs: ev.TsMs}
-		u.st.Events[ev.Name] = es
+		es = &hookstreamv1.EventStats{Name: ev.Name, FirstMs: ev.TsMs, LastMs: ev.TsMs}
+		u.events[ev.Name] = es
 	}
 	u.dirty = true
 	es.FirstMs = min(es.FirstMs, ev.TsMs)
@@ -131,7 +157,7 @@ func (u *user) did(a *manifest.Action, fromMs, toMs int64) bool {
 // last returns the latest time in [from, to] the user did a, or 0. Without
 // a where it may return a day boundary when only daily counts know.
 func (u *user) last(a *manifest.Action, fromMs, toMs int64) int64 {
-	es := u.st.Events[a.Event]
+	es := u.events[a.Event]
 	if es == nil || es.LastMs < fromMs || es.FirstMs > toMs {
 		return 0
 	}
@@ -170,7 +196,7 @@ type history struct {
 }
 
 func (h history) Count(name string, where []manifest.Condition, since time.Time) (int, error) {
-	es := h.u.st.Events[name]
+	es := h.u.events[name]
 	if es == nil {
 		return 0, nil
 	}
@@ -211,4 +237,3 @@ func decodeObject(b []byte) map[string]any {
 	}
 	return m
 }
-

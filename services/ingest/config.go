@@ -29,6 +29,10 @@ type Config struct {
 	// Tokens are the bearer tokens accepted on POST /v1/events. Empty: no
 	// authentication (only sensible on loopback, as `hookstream dev` does).
 	Tokens flagvalue.Strings `yaml:"tokens"`
+	// AdminTokens are the bearer tokens accepted by the admin API (POST
+	// /v1/apply, GET|DELETE /v1/{kind}...). Empty: no authentication (only
+	// sensible on loopback, as `hookstream dev` does).
+	AdminTokens flagvalue.Strings `yaml:"admin_tokens"`
 }
 
 // RegisterFlags registers the flags under prefix "ingest.".
@@ -41,6 +45,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(&c.MaxFuture, "ingest.max-future", "How far in the future a timestamp may be.")
 	fs.IntVar(&c.MaxBodyBytes, "ingest.max-body-bytes", 10<<20, "Largest POST /v1/events body (after gzip).")
 	fs.Var(&c.Tokens, "ingest.tokens", "Comma-separated bearer tokens for POST /v1/events (empty: no auth).")
+	fs.Var(&c.AdminTokens, "ingest.admin-tokens", "Comma-separated bearer tokens for the admin API: apply, get, delete, pause, resume (empty: no auth).")
 }
 
 // Validate reports configuration that cannot work.

@@ -148,6 +148,9 @@ func redacted(c process.Config) process.Config {
 	if len(c.Ingest.Tokens) > 0 {
 		c.Ingest.Tokens = []string{"<redacted>"}
 	}
+	if len(c.Ingest.AdminTokens) > 0 {
+		c.Ingest.AdminTokens = []string{"<redacted>"}
+	}
 	return c
 }
 

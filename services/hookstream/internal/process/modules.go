@@ -74,17 +74,21 @@ func (p *Process) register() {
 			return nil, err
 		}
 		in.Register(p.Server.Mux)
-		return in.Service(), nil
+		svc := in.Service()
+		adm := ingest.NewAdmin(p.Catalog, ingest.KafkaWriter(cfg.Kafka, p.Log, p.Catalog), cfg.Ingest.AdminTokens, p.Log)
+		adm.Ready = func() bool { return svc.State() == service.StateRunning } // the catalog is loaded before ingest runs
+		adm.Register(p.Server.Mux)
+		return svc, nil
 	}})
 	p.modules.Register(app.Module{Name: ModEvaluator, Target: true, Deps: []string{ModServer, ModTopics, ModApply}, Init: func() (*service.Service, error) {
-		ev, err := evaluator.New(cfg.Evaluator, cfg.Kafka, p.Log, p.Catalog, p.Metrics.Meter(ModEvaluator))
+		ev, err := evaluator.New(cfg.Evaluator, cfg.Kafka, p.Log, p.Catalog, p.Metrics.Meter(ModEvaluator), nil)
 		if err != nil {
 			return nil, err
 		}
 		return ev.Service(), nil
 	}})
-	p.modules.Register(app.Module{Name: ModTimer, Target: true, Deps: []string{ModServer, ModTopics}, Init: func() (*service.Service, error) {
-		t, err := timer.New(cfg.Timer, cfg.Kafka, p.Log, p.Metrics.Meter(ModTimer), nil)
+	p.modules.Register(app.Module{Name: ModTimer, Target: true, Deps: []string{ModServer, ModTopics, ModCatalog}, Init: func() (*service.Service, error) {
+		t, err := timer.New(cfg.Timer, cfg.Kafka, p.Log, p.Metrics.Meter(ModTimer), p.Catalog, nil)
 		if err != nil {
 			return nil, err
 		}
