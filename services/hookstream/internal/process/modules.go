@@ -12,6 +12,7 @@ import (
 	"github.com/hookstream/hookstream/pkg/manifest"
 	"github.com/hookstream/hookstream/pkg/redisconn"
 	"github.com/hookstream/hookstream/pkg/service"
+	"github.com/hookstream/hookstream/pkg/stats"
 	"github.com/hookstream/hookstream/pkg/telemetry"
 	"github.com/hookstream/hookstream/services/dispatcher"
 	"github.com/hookstream/hookstream/services/evaluator"
@@ -29,6 +30,7 @@ const (
 	ModEvaluator  = "evaluator"
 	ModTimer      = "timer"
 	ModDispatcher = "dispatcher"
+	ModStats      = "stats"
 	ModAll        = "all"
 )
 
@@ -68,7 +70,10 @@ func (p *Process) register() {
 	p.modules.Register(app.Module{Name: ModApply, Deps: []string{ModCatalog}, Init: func() (*service.Service, error) {
 		return p.applyService(), nil
 	}})
-	p.modules.Register(app.Module{Name: ModIngest, Target: true, Deps: []string{ModServer, ModTopics, ModApply}, Init: func() (*service.Service, error) {
+	p.modules.Register(app.Module{Name: ModStats, Deps: []string{ModTopics}, Init: func() (*service.Service, error) {
+		return stats.NewAggregator(cfg.Kafka, redisconn.Open(cfg.Redis), p.Log).Service(), nil
+	}})
+	p.modules.Register(app.Module{Name: ModIngest, Target: true, Deps: []string{ModServer, ModTopics, ModApply, ModStats}, Init: func() (*service.Service, error) {
 		in, err := ingest.New(cfg.Ingest, cfg.Kafka, p.Log, p.Metrics.Meter(ModIngest))
 		if err != nil {
 			return nil, err
@@ -78,6 +83,7 @@ func (p *Process) register() {
 		adm := ingest.NewAdmin(p.Catalog, ingest.KafkaWriter(cfg.Kafka, p.Log, p.Catalog), cfg.Ingest.AdminTokens, p.Log)
 		adm.Ready = func() bool { return svc.State() == service.StateRunning } // the catalog is loaded before ingest runs
 		adm.Register(p.Server.Mux)
+		(&stats.Reader{RDB: redisconn.Open(cfg.Redis)}).Register(p.Server.Mux, adm.Authorize)
 		return svc, nil
 	}})
 	p.modules.Register(app.Module{Name: ModEvaluator, Target: true, Deps: []string{ModServer, ModTopics, ModApply}, Init: func() (*service.Service, error) {
