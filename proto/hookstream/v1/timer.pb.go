@@ -39,7 +39,10 @@ type TimerCommand struct {
 	// Who scheduled it, for metrics and traces: evaluator, dispatcher, schedule.
 	Owner string `protobuf:"bytes,6,opt,name=owner,proto3" json:"owner,omitempty"`
 	// When the command was issued, Unix milliseconds.
-	CreatedMs     int64 `protobuf:"varint,7,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"`
+	CreatedMs int64 `protobuf:"varint,7,opt,name=created_ms,json=createdMs,proto3" json:"created_ms,omitempty"`
+	// W3C trace context (traceparent, tracestate) of the span that scheduled
+	// the timer: the firing continues that trace and links to that span.
+	TraceContext  map[string]string `protobuf:"bytes,8,rep,name=trace_context,json=traceContext,proto3" json:"trace_context,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -123,11 +126,18 @@ func (x *TimerCommand) GetCreatedMs() int64 {
 	return 0
 }
 
+func (x *TimerCommand) GetTraceContext() map[string]string {
+	if x != nil {
+		return x.TraceContext
+	}
+	return nil
+}
+
 var File_hookstream_v1_timer_proto protoreflect.FileDescriptor
 
 const file_hookstream_v1_timer_proto_rawDesc = "" +
 	"\n" +
-	"\x19hookstream/v1/timer.proto\x12\rhookstream.v1\"\xda\x01\n" +
+	"\x19hookstream/v1/timer.proto\x12\rhookstream.v1\"\xef\x02\n" +
 	"\fTimerCommand\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x15\n" +
 	"\x06due_ms\x18\x02 \x01(\x03R\x05dueMs\x12+\n" +
@@ -136,7 +146,11 @@ const file_hookstream_v1_timer_proto_rawDesc = "" +
 	"\apayload\x18\x05 \x01(\fR\apayload\x12\x14\n" +
 	"\x05owner\x18\x06 \x01(\tR\x05owner\x12\x1d\n" +
 	"\n" +
-	"created_ms\x18\a \x01(\x03R\tcreatedMsBCZAgithub.com/hookstream/hookstream/proto/hookstream/v1;hookstreamv1b\x06proto3"
+	"created_ms\x18\a \x01(\x03R\tcreatedMs\x12R\n" +
+	"\rtrace_context\x18\b \x03(\v2-.hookstream.v1.TimerCommand.TraceContextEntryR\ftraceContext\x1a?\n" +
+	"\x11TraceContextEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01BCZAgithub.com/hookstream/hookstream/proto/hookstream/v1;hookstreamv1b\x06proto3"
 
 var (
 	file_hookstream_v1_timer_proto_rawDescOnce sync.Once
@@ -150,16 +164,18 @@ func file_hookstream_v1_timer_proto_rawDescGZIP() []byte {
 	return file_hookstream_v1_timer_proto_rawDescData
 }
 
-var file_hookstream_v1_timer_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_hookstream_v1_timer_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_hookstream_v1_timer_proto_goTypes = []any{
 	(*TimerCommand)(nil), // 0: hookstream.v1.TimerCommand
+	nil,                  // 1: hookstream.v1.TimerCommand.TraceContextEntry
 }
 var file_hookstream_v1_timer_proto_depIdxs = []int32{
-	0, // [0:0] is the sub-list for method output_type
-	0, // [0:0] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	1, // 0: hookstream.v1.TimerCommand.trace_context:type_name -> hookstream.v1.TimerCommand.TraceContextEntry
+	1, // [1:1] is the sub-list for method output_type
+	1, // [1:1] is the sub-list for method input_type
+	1, // [1:1] is the sub-list for extension type_name
+	1, // [1:1] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_hookstream_v1_timer_proto_init() }
@@ -173,7 +189,7 @@ func file_hookstream_v1_timer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hookstream_v1_timer_proto_rawDesc), len(file_hookstream_v1_timer_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   1,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
