@@ -21,6 +21,10 @@ help: ## Show this help.
 run: ## Run every service in one process on embedded Kafka (127.0.0.1:9092) and Redis, with the examples.
 	go run ./services/hookstream dev -f examples/
 
+.PHONY: demo
+demo: ## Run dev with the examples, replay a scripted stream for all six trigger types, print webhooks and stats (< 2 min).
+	go run ./services/hookstream demo --examples examples
+
 .PHONY: build
 build: ## Build the hookstream binary into ./bin.
 	go build -o $(BIN)/hookstream ./services/hookstream

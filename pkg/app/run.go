@@ -15,7 +15,12 @@ import (
 // signal exits at once with status 1. /readyz on server turns 503 as soon as
 // the first signal arrives.
 func Run(ctx context.Context, log *slog.Logger, server *Server, svcs []*service.Service) error {
-	mgr := service.NewManager(log, svcs...)
+	return RunManager(ctx, log, server, service.NewManager(log, svcs...))
+}
+
+// RunManager is Run with a manager the caller made (to ask it for
+// readiness).
+func RunManager(ctx context.Context, log *slog.Logger, server *Server, mgr *service.Manager) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if server != nil {

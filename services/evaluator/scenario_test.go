@@ -512,3 +512,26 @@ func mustTrigger(t *testing.T, at, tz string) *manifest.Trigger {
 }
 
 func toObjects(objs ...manifest.Object) []manifest.Object { return objs }
+
+// Two events ingested together get the same time; an ordered set whose
+// steps share a timestamp still completes.
+func TestActionsOrderedSameTimestamp(t *testing.T) {
+	s := newScenario(t, `apiVersion: hookstream.dev/v1
+kind: Campaign
+metadata: {name: viewed-then-wishlisted}
+spec:
+  webhook: crm
+  delivery: {type: triggered}
+  trigger:
+    type: actions
+    actions:
+      - {event: Product Viewed}
+      - {event: Added To Wishlist, where: [{property: Price, op: gte, value: 50}]}
+    within: 1h
+    ordered: true
+  what: {payload: {profileVariables: [Identity]}}
+`)
+	s.event("bob", "Product Viewed", t0, map[string]any{"ProductId": "p-1"})
+	s.event("bob", "Added To Wishlist", t0, map[string]any{"ProductId": "p-1", "Price": 80})
+	s.expect(1, "viewed then wishlisted at the same instant")
+}

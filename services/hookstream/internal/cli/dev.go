@@ -9,17 +9,35 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/hookstream/hookstream/pkg/kafka/embedded"
+	"github.com/hookstream/hookstream/pkg/manifest"
 	"github.com/hookstream/hookstream/pkg/redisconn"
 	"github.com/hookstream/hookstream/services/hookstream/internal/process"
 	"github.com/hookstream/hookstream/services/hookstream/internal/receiver"
 )
 
+// devHooks let other commands (demo) run dev in-process.
+type devHooks struct {
+	// ctx ends the run like SIGTERM does; default: until a signal.
+	ctx context.Context
+	// onReceive is told of every webhook the dev receiver gets.
+	onReceive func(receiver.Received)
+	// ready is closed once every service runs.
+	ready chan<- struct{}
+	// extra manifests applied with the -f ones.
+	extra []manifest.Object
+}
+
 // runDev runs every service in one process on an embedded Kafka broker
 // (kfake, on a real port) and an embedded Redis unless --redis is given.
 // Everything else is the same code as `serve all`.
 func runDev(args []string, stdout, stderr io.Writer) error {
+	return dev(args, stdout, stderr, devHooks{})
+}
+
+func dev(args []string, stdout, stderr io.Writer, hooks devHooks) error {
 	fs := flag.NewFlagSet("dev", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
@@ -97,8 +115,10 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	p.Manifests = objs
-	receiver.New(log).Register(p.Server.Mux)
+	p.Manifests = append(objs, hooks.extra...)
+	recv := receiver.New(log)
+	recv.OnReceive = hooks.onReceive
+	recv.Register(p.Server.Mux)
 
 	stateNote := dir
 	if *ephemeral {
@@ -116,5 +136,20 @@ func runDev(args []string, stdout, stderr io.Writer) error {
 	if f, ok := stdout.(*os.File); ok {
 		_ = f.Sync()
 	}
-	return p.Run(context.Background())
+	ctx := hooks.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if hooks.ready != nil {
+		go func() {
+			for ctx.Err() == nil {
+				if p.Ready() {
+					close(hooks.ready)
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}()
+	}
+	return p.Run(ctx)
 }

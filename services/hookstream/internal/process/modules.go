@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/hookstream/hookstream/pkg/app"
@@ -46,6 +47,8 @@ type Process struct {
 	Manifests []manifest.Object
 
 	modules app.Modules
+	mu      sync.Mutex
+	ready   func() bool
 }
 
 // New registers the modules of a process with cfg.
@@ -158,11 +161,23 @@ func (p *Process) Services() ([]*service.Service, error) {
 	return p.modules.Init(p.Cfg.Target)
 }
 
+// Ready reports whether every service of the process runs (after Run has
+// started them).
+func (p *Process) Ready() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ready != nil && p.ready()
+}
+
 // Run runs the configured target until SIGTERM or SIGINT.
 func (p *Process) Run(ctx context.Context) error {
 	svcs, err := p.Services()
 	if err != nil {
 		return err
 	}
-	return app.Run(ctx, p.Log, p.Server, svcs)
+	mgr := service.NewManager(p.Log, svcs...)
+	p.mu.Lock()
+	p.ready = mgr.Ready
+	p.mu.Unlock()
+	return app.RunManager(ctx, p.Log, p.Server, mgr)
 }

@@ -25,9 +25,11 @@ type Received struct {
 // Receiver keeps the last Keep webhooks.
 type Receiver struct {
 	Keep int
-	log  *slog.Logger
-	mu   sync.Mutex
-	got  []Received
+	// OnReceive, if set, is told of every webhook (after it is stored).
+	OnReceive func(Received)
+	log       *slog.Logger
+	mu        sync.Mutex
+	got       []Received
 }
 
 // New returns a receiver that logs to log.
@@ -70,5 +72,8 @@ func (r *Receiver) receive(w http.ResponseWriter, req *http.Request) {
 	}
 	r.mu.Unlock()
 	r.log.Info("dev receiver got a webhook", "component", "dev-receiver", "path", rec.Path, "webhook_id", rec.Headers["webhook-id"], "body", string(body))
+	if r.OnReceive != nil {
+		r.OnReceive(rec)
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
