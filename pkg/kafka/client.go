@@ -10,7 +10,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+	"github.com/twmb/franz-go/plugin/kotel"
 	"github.com/twmb/franz-go/plugin/kslog"
+	"go.opentelemetry.io/otel"
 )
 
 // NewClient returns a franz-go client for cfg with the given extra options
@@ -45,6 +47,11 @@ func NewClient(cfg Config, log *slog.Logger, component string, opts ...kgo.Opt) 
 	default:
 		return nil, fmt.Errorf("kafka: unknown SASL mechanism %q", cfg.SASL.Mechanism)
 	}
+	// W3C trace context in record headers, with publish and receive spans,
+	// through the global tracer provider (a no-op one unless tracing is
+	// configured: see telemetry.NewTracing, which must run first).
+	tracer := kotel.NewTracer(kotel.TracerProvider(otel.GetTracerProvider()), kotel.TracerPropagator(otel.GetTextMapPropagator()), kotel.ClientID(cfg.ClientID+"-"+component))
+	base = append(base, kgo.WithHooks(kotel.NewKotel(kotel.WithTracer(tracer)).Hooks()...))
 	cl, err := kgo.NewClient(append(base, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client %s: %w", component, err)

@@ -13,8 +13,11 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hookstream/hookstream/pkg/catalog"
@@ -26,9 +29,22 @@ import (
 
 // output collects what evaluating records produces.
 type output struct {
+	// ctx is the trace context of the record being evaluated; every output
+	// continues it.
+	ctx         context.Context
 	triggers    []*hookstreamv1.Trigger
+	triggerCtx  []context.Context // parallel to triggers
 	timers      []*kgo.Record
 	conversions []*hookstreamv1.Conversion
+}
+
+// span starts a decision span under the record being evaluated.
+func (e *engine) span(out *output, name string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	ctx := out.ctx
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	return e.tracer.Start(ctx, name, trace.WithAttributes(attrs...))
 }
 
 // engine makes the decisions. It holds no per-user state of its own: all of
@@ -41,6 +57,7 @@ type engine struct {
 	now    func() time.Time
 	log    *slog.Logger
 	m      *metrics
+	tracer trace.Tracer
 
 	mu    sync.Mutex
 	index *campaignIndex
@@ -322,7 +339,11 @@ func (e *engine) fire(u *user, c *manifest.Campaign, cause string, ev *hookstrea
 		u.dirty = true
 	}
 	e.m.triggers.Add(context.Background(), 1, metric.WithAttributes(attribute.String("campaign", c.Metadata.Name), attribute.String("trigger_type", tr.TriggerType), attribute.Bool("control", tr.Control)))
+	ctx, span := e.span(out, "evaluator.trigger", attribute.String("campaign", c.Metadata.Name), attribute.String("trigger_type", tr.TriggerType),
+		attribute.String("webhook_id", id), attribute.Bool("control", tr.Control))
+	span.End()
 	out.triggers = append(out.triggers, tr)
+	out.triggerCtx = append(out.triggerCtx, ctx)
 }
 
 func triggerType(c *manifest.Campaign) string {
@@ -571,14 +592,20 @@ func (e *engine) schedule(u *user, c *manifest.Campaign, key string, p *hookstre
 	m.Pending[key] = p
 	payload, _ := proto.Marshal(&hookstreamv1.EvaluatorTimer{Campaign: name, Key: key, DueMs: p.DueMs})
 	id := timerID(name, u.identity, key)
+	ctx, span := e.span(out, "evaluator.schedule_timer", attribute.String("campaign", name), attribute.String("trigger_type", triggerType(c)),
+		attribute.String("timer_id", id), attribute.Int64("due_ms", p.DueMs))
+	span.End()
+	carrier := propagation.MapCarrier{}
+	otel.GetTextMapPropagator().Inject(ctx, carrier)
 	fired, _ := proto.Marshal(&hookstreamv1.Event{
 		Kind: hookstreamv1.Event_KIND_TIMER_FIRED, Id: fmt.Sprintf("%s@%d", id, p.DueMs), Identity: u.identity, TsMs: p.DueMs,
 		Timer: &hookstreamv1.TimerFired{TimerId: id, DueMs: p.DueMs, Payload: payload},
 	})
 	cmd, _ := proto.Marshal(&hookstreamv1.TimerCommand{
 		Id: id, DueMs: p.DueMs, DestinationTopic: e.topics.Events, DestinationKey: []byte(u.identity), Payload: fired, Owner: "evaluator", CreatedMs: now,
+		TraceContext: carrier,
 	})
-	out.timers = append(out.timers, &kgo.Record{Topic: e.topics.Timers, Key: []byte(id), Value: cmd})
+	out.timers = append(out.timers, &kgo.Record{Topic: e.topics.Timers, Key: []byte(id), Value: cmd, Context: ctx})
 }
 
 func (e *engine) cancel(u *user, c *manifest.Campaign, key string, out *output) {

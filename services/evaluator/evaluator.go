@@ -62,7 +62,7 @@ func New(cfg Config, kcfg kafka.Config, log *slog.Logger, cat *catalog.Catalog, 
 	}
 	log = log.With("component", "evaluator")
 	e := &Evaluator{cfg: cfg, kcfg: kcfg, topics: kcfg.Topics(), log: log,
-		eng: &engine{cfg: cfg, topics: kcfg.Topics(), cat: cat, now: now, log: log, m: m}}
+		eng: &engine{cfg: cfg, topics: kcfg.Topics(), cat: cat, now: now, log: log, m: m, tracer: kafka.Tracer("evaluator")}}
 	if e.restored, err = meter.Int64Counter("hookstream_evaluator_restored_records_total", metric.WithDescription("Changelog records applied while restoring state.")); err != nil {
 		return nil, err
 	}
@@ -384,7 +384,10 @@ func (e *Evaluator) evaluate(ctx context.Context, recs []*kgo.Record) (*batch, [
 		}
 		e.eng.m.records.Add(ctx, 1, kindAttrs(ev.Kind))
 		if ev.Kind == hookstreamv1.Event_KIND_SCHEDULED_RUN {
+			pctx, span := kafka.ProcessSpan(r, e.eng.tracer, "evaluator scheduled run", attribute.String("campaign", ev.GetRun().GetCampaign()))
+			b.out.ctx = pctx
 			recs, err := e.scheduledRun(b, r.Partition, ev.GetRun())
+			span.End()
 			if err != nil {
 				return fail(err)
 			}
@@ -399,7 +402,11 @@ func (e *Evaluator) evaluate(ctx context.Context, recs []*kgo.Record) (*batch, [
 		if err != nil {
 			return fail(err)
 		}
-		if err := e.eng.apply(u, &ev, &b.out); err != nil {
+		pctx, span := kafka.ProcessSpan(r, e.eng.tracer, "evaluator process", attribute.String("kind", ev.Kind.String()))
+		b.out.ctx = pctx
+		err = e.eng.apply(u, &ev, &b.out)
+		span.End()
+		if err != nil {
 			return fail(fmt.Errorf("evaluate offset %d of partition %d: %w", r.Offset, r.Partition, err))
 		}
 	}
@@ -420,12 +427,12 @@ func (e *Evaluator) evaluate(ctx context.Context, recs []*kgo.Record) (*batch, [
 
 func (e *Evaluator) outputs(o *output) ([]*kgo.Record, error) {
 	recs := make([]*kgo.Record, 0, len(o.triggers)+len(o.timers)+len(o.conversions))
-	for _, t := range o.triggers {
+	for i, t := range o.triggers {
 		v, err := proto.Marshal(t)
 		if err != nil {
 			return nil, err
 		}
-		recs = append(recs, &kgo.Record{Topic: e.topics.Triggers, Key: []byte(t.Identity), Value: v})
+		recs = append(recs, &kgo.Record{Topic: e.topics.Triggers, Key: []byte(t.Identity), Value: v, Context: o.triggerCtx[i]})
 	}
 	recs = append(recs, o.timers...)
 	for _, c := range o.conversions {

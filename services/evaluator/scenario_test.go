@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/metric/noop"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hookstream/hookstream/pkg/catalog/catalogtest"
@@ -55,7 +56,7 @@ func newScenario(t *testing.T, campaigns string) *scenario {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.eng = &engine{cfg: ec, topics: cfg.Topics(), cat: s.cat.Catalog, now: s.clock, log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: m}
+	s.eng = &engine{cfg: ec, topics: cfg.Topics(), cat: s.cat.Catalog, now: s.clock, log: slog.New(slog.NewTextHandler(io.Discard, nil)), m: m, tracer: tracenoop.NewTracerProvider().Tracer("t")}
 	return s
 }
 

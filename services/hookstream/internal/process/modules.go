@@ -2,6 +2,7 @@ package process
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -40,6 +41,7 @@ type Process struct {
 	Cfg     Config
 	Log     *slog.Logger
 	Metrics *telemetry.Metrics
+	Tracing *telemetry.Tracing
 	Server  *app.Server
 	Catalog *catalog.Catalog
 	// Manifests, when set, are applied to the campaigns topic at start
@@ -51,13 +53,31 @@ type Process struct {
 	ready   func() bool
 }
 
-// New registers the modules of a process with cfg.
-func New(cfg Config, log *slog.Logger) (*Process, error) {
+// Options change how a process is assembled (tests).
+type Options struct {
+	// Tracing overrides the OTEL_* environment (an in-memory exporter).
+	Tracing telemetry.TracingOptions
+}
+
+// New registers the modules of a process with cfg. Tracing is set up first,
+// so that every Kafka client and HTTP client made later carries it.
+func New(cfg Config, log *slog.Logger, opts ...Options) (*Process, error) {
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
 	m, err := telemetry.NewMetrics()
 	if err != nil {
 		return nil, err
 	}
-	p := &Process{Cfg: cfg, Log: log, Metrics: m, Catalog: catalog.New(log.With("component", "catalog"))}
+	tr, err := telemetry.NewTracing(context.Background(), "hookstream-"+cfg.Target, o.Tracing)
+	if err != nil {
+		return nil, err
+	}
+	if tr.Enabled {
+		log.Info("tracing on", "component", "hookstream")
+	}
+	p := &Process{Cfg: cfg, Log: log, Metrics: m, Tracing: tr, Catalog: catalog.New(log.With("component", "catalog"))}
 	p.Server = app.NewServer(cfg.Server, log, m.Handler)
 	p.register()
 	return p, nil
@@ -179,5 +199,8 @@ func (p *Process) Run(ctx context.Context) error {
 	p.mu.Lock()
 	p.ready = mgr.Ready
 	p.mu.Unlock()
-	return app.RunManager(ctx, p.Log, p.Server, mgr)
+	err = app.RunManager(ctx, p.Log, p.Server, mgr)
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return errors.Join(err, p.Tracing.Shutdown(sctx))
 }
