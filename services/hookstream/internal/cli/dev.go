@@ -28,6 +28,10 @@ type devHooks struct {
 	ready chan<- struct{}
 	// extra manifests applied with the -f ones.
 	extra []manifest.Object
+	// options of the process (an in-memory span exporter in tests).
+	options process.Options
+	// started is told the process and the broker's address once they exist.
+	started func(p *process.Process, kafkaAddr string)
 }
 
 // runDev runs every service in one process on an embedded Kafka broker
@@ -111,9 +115,12 @@ func dev(args []string, stdout, stderr io.Writer, hooks devHooks) error {
 		cfg.Redis.Addr = r.Addr()
 	}
 
-	p, err := process.New(cfg, log)
+	p, err := process.New(cfg, log, hooks.options)
 	if err != nil {
 		return err
+	}
+	if hooks.started != nil {
+		hooks.started(p, broker.Addr())
 	}
 	p.Manifests = append(objs, hooks.extra...)
 	recv := receiver.New(log)
