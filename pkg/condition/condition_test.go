@@ -85,3 +85,24 @@ func TestMatchCombinators(t *testing.T) {
 		t.Fatal("dotted path lookup failed")
 	}
 }
+
+// FuzzCompare: any operator over any JSON values never panics, and
+// exists/not_exists are each other's negation.
+func FuzzCompare(f *testing.F) {
+	f.Add(`899`, "gte", `500`)
+	f.Add(`"Canada"`, "in", `["Canada","India"]`)
+	f.Add(`"2026-11-30T12:00:00Z"`, "between", `["2026-01-01","2027-01-01"]`)
+	f.Add(`null`, "contains", `{}`)
+	f.Fuzz(func(t *testing.T, value, op, operand string) {
+		var v, o any
+		if json.Unmarshal([]byte(value), &v) != nil || json.Unmarshal([]byte(operand), &o) != nil {
+			return
+		}
+		_, _ = Compare(v, op, o)
+		e, _ := Compare(v, "exists", nil)
+		ne, _ := Compare(v, "not_exists", nil)
+		if e == ne {
+			t.Fatalf("exists and not_exists agree on %s", value)
+		}
+	})
+}
