@@ -25,9 +25,12 @@ func NewClient(cfg Config, log *slog.Logger, component string, opts ...kgo.Opt) 
 		kgo.WithLogger(kslog.New(slog.New(quieter{log.Handler()}).With("lib", "franz-go", "client", component))),
 		kgo.ProducerLinger(cfg.ProduceLinger.Std()),
 		kgo.ProducerBatchMaxBytes(int32(cfg.ProduceBatchBytes)),
-		kgo.RecordRetries(0), // 0 = retry forever: a record is never dropped for a broker hiccup
+		// franz-go retries a produce without limit by default; bound it so
+		// that a handler sees an outage as an error (its batch is then
+		// retried, uncommitted, until it succeeds or a stop is requested)
+		// instead of blocking forever.
+		kgo.RecordDeliveryTimeout(2 * time.Minute),
 		kgo.ProduceRequestTimeout(30 * time.Second),
-		kgo.RetryTimeout(0),
 	}
 	tc, err := cfg.tlsConfig()
 	if err != nil {

@@ -64,12 +64,12 @@ func NewConsumer(cfg Config, log *slog.Logger, component string, cc ConsumerConf
 		kgo.BlockRebalanceOnPoll(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		// Setting OnPartitionsRevoked replaces franz-go's commit-on-revoke,
-		// so we commit here ourselves. Everything polled has been handled by
-		// the time a rebalance may run (BlockRebalanceOnPoll).
+		// which would commit what was polled, handled or not. Each batch is
+		// committed by Run right after its handler succeeded, and a
+		// rebalance only runs between batches (BlockRebalanceOnPoll), so
+		// there is nothing left to commit here: a batch given up at a stop
+		// stays uncommitted and is consumed again.
 		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
-			if err := cl.CommitUncommittedOffsets(ctx); err != nil {
-				c.log.Warn("commit on revoke failed; records will be handled again", "err", err)
-			}
 			if cc.OnRevoked != nil {
 				cc.OnRevoked(ctx, cl, revoked)
 			}
@@ -118,7 +118,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 				return nil
 			}
 			commitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			if err := c.cl.CommitUncommittedOffsets(commitCtx); err != nil {
+			if err := c.cl.CommitRecords(commitCtx, recs...); err != nil {
 				c.log.Warn("commit failed; records will be handled again", "err", err)
 			}
 			cancel()
@@ -149,8 +149,8 @@ func (c *Consumer) handle(ctx context.Context, recs []*kgo.Record, b *backoff) b
 	}
 }
 
-// Close leaves the group (committing in OnPartitionsRevoked) and closes the
-// client.
+// Close leaves the group and closes the client. Handled batches are already
+// committed.
 func (c *Consumer) Close() { c.cl.Close() }
 
 // ProduceSync produces recs and waits until the broker has acknowledged all

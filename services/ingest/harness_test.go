@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/metric/noop"
 	"google.golang.org/protobuf/proto"
@@ -128,10 +130,13 @@ func (e *env) committed(topic string) map[int32]int64 {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	rs, err := e.adm.FetchOffsets(ctx, group)
+	out := map[int32]int64{}
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		return out // the group has not joined yet
+	}
 	if err != nil {
 		e.t.Fatalf("committed offsets of %s: %v", group, err)
 	}
-	out := map[int32]int64{}
 	for p, r := range rs[topic] {
 		if r.Err == nil && r.At >= 0 {
 			out[p] = r.At
@@ -225,18 +230,20 @@ func header(r *kgo.Record, key string) (string, bool) {
 	return "", false
 }
 
-// decodeEvent decodes an events record and checks that it is keyed by the
-// event's identity.
+// decodeEvent decodes an events record.
 func decodeEvent(t testing.TB, r *kgo.Record) *hookstreamv1.Event {
 	t.Helper()
 	var ev hookstreamv1.Event
 	if err := proto.Unmarshal(r.Value, &ev); err != nil {
-		t.Fatalf("events record %s/%d@%d is not a hookstream.v1.Event: %v", r.Topic, r.Partition, r.Offset, err)
-	}
-	if string(r.Key) != ev.GetIdentity() || ev.GetIdentity() == "" {
-		t.Errorf("events record %s/%d@%d: key %q, identity %q: want key = identity", r.Topic, r.Partition, r.Offset, r.Key, ev.GetIdentity())
+		t.Fatalf("events record %s is not a hookstream.v1.Event: %v", pos(r), err)
 	}
 	return &ev
+}
+
+// keyedByIdentity reports whether an events record is keyed by its event's
+// identity, as the contract requires.
+func keyedByIdentity(r *kgo.Record, ev *hookstreamv1.Event) bool {
+	return ev.GetIdentity() != "" && string(r.Key) == ev.GetIdentity()
 }
 
 // pos names a record for messages.

@@ -11,8 +11,6 @@ import (
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/metric"
 
 	"github.com/hookstream/hookstream/pkg/app"
 	"github.com/hookstream/hookstream/pkg/kafka"
@@ -72,8 +70,9 @@ func (i *Ingest) postEvents(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if i.cons == nil {
-		app.WriteError(w, http.StatusServiceUnavailable, "ingest is not running yet")
+	cl := i.producer.Load()
+	if cl == nil {
+		app.WriteError(w, http.StatusServiceUnavailable, "ingest is not running")
 		return
 	}
 	var body io.Reader = r.Body
@@ -106,7 +105,11 @@ func (i *Ingest) postEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp := Response{Rejected: []Rejection{}}
-	var out []*kgo.Record
+	trace := requestTraceHeaders(r.Header)
+	var (
+		out    []*kgo.Record
+		counts counts
+	)
 	for idx, rec := range records {
 		results := i.norm.Normalize(rec)
 		for _, res := range results {
@@ -117,20 +120,20 @@ func (i *Ingest) postEvents(w http.ResponseWriter, r *http.Request) {
 				index = res.Index
 			}
 			if res.Err != nil {
-				i.rejected.Add(r.Context(), 1, metric.WithAttributes(attribute.String("source", "http"), attribute.String("code", res.Err.Code)))
+				counts.reject(res.Err.Code)
 				resp.Rejected = append(resp.Rejected, Rejection{Index: index, Error: res.Err.Error()})
 				continue
 			}
-			kr, err := i.eventRecord(res, nil)
+			kr, err := i.eventRecord(res.Event, trace)
 			if err != nil {
 				app.WriteError(w, http.StatusInternalServerError, err.Error())
 				return
 			}
 			out = append(out, kr)
-			i.accepted.Add(r.Context(), 1, metric.WithAttributes(attribute.String("source", "http"), attribute.String("format", res.Event.SourceFormat)))
+			counts.accept(res.Event.SourceFormat)
 		}
 	}
-	if err := kafka.ProduceSync(r.Context(), i.cons.Client(), out...); err != nil {
+	if err := kafka.ProduceSync(r.Context(), cl, out...); err != nil {
 		status := http.StatusServiceUnavailable
 		if errors.Is(err, r.Context().Err()) {
 			status = http.StatusRequestTimeout
@@ -138,10 +141,23 @@ func (i *Ingest) postEvents(w http.ResponseWriter, r *http.Request) {
 		app.WriteError(w, status, "events not stored, send them again: "+err.Error())
 		return
 	}
+	counts.add(r.Context(), i, "http")
 	resp.Accepted = len(out)
 	status := http.StatusOK
 	if resp.Accepted == 0 && len(resp.Rejected) > 0 {
 		status = http.StatusBadRequest
 	}
 	app.WriteJSON(w, status, resp)
+}
+
+// requestTraceHeaders carries the request's W3C trace context (if any) onto
+// the records it produces, as the Kafka path does with record headers.
+func requestTraceHeaders(h http.Header) []kgo.RecordHeader {
+	var out []kgo.RecordHeader
+	for _, k := range [...]string{"traceparent", "tracestate", "baggage"} {
+		if v := h.Get(k); v != "" {
+			out = append(out, kgo.RecordHeader{Key: k, Value: []byte(v)})
+		}
+	}
+	return out
 }

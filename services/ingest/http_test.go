@@ -126,6 +126,14 @@ func TestPostEvents(t *testing.T) {
 			},
 		},
 		{
+			name:     "trace context of the request carried onto the events",
+			body:     `{"type":"event","identity":"tr-1","name":"Traced"}`,
+			headers:  map[string]string{"traceparent": traceparent},
+			status:   200,
+			accepted: 1,
+			events:   []wantEvent{{"tr-1", "Traced", kindEvent, normalize.FormatNative}},
+		},
+		{
 			name:     "gzip body",
 			body:     string(validGzip),
 			headers:  map[string]string{"Content-Encoding": "gzip", "Content-Type": "application/x-ndjson"},
@@ -338,7 +346,13 @@ not json at all`,
 					t.Errorf("WWW-Authenticate %q, want Bearer realm=\"hookstream\"", got)
 				}
 			}
-			checkEvents(t, events.readNew(), tt.events)
+			recs := events.readNew()
+			checkEvents(t, recs, tt.events)
+			for _, r := range recs {
+				if got, _ := header(r, "traceparent"); got != tt.headers["traceparent"] {
+					t.Errorf("%s: traceparent header %q, want the request's %q", pos(r), got, tt.headers["traceparent"])
+				}
+			}
 		})
 	}
 }
@@ -376,6 +390,9 @@ func checkEvents(t *testing.T, recs []*kgo.Record, want []wantEvent) {
 	var got []wantEvent
 	for _, r := range recs {
 		ev := decodeEvent(t, r)
+		if !keyedByIdentity(r, ev) {
+			t.Errorf("%s: key %q, identity %q: want key = identity", pos(r), r.Key, ev.GetIdentity())
+		}
 		got = append(got, wantEvent{ev.GetIdentity(), ev.GetName(), ev.GetKind(), ev.GetSourceFormat()})
 		if ev.GetId() == "" || ev.GetTsMs() <= 0 || ev.GetIngestedMs() <= 0 || !json.Valid(ev.GetPropertiesJson()) {
 			t.Errorf("%s: incomplete event %v", pos(r), ev)
