@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"compress/gzip"
+	"context"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -11,6 +12,10 @@ import (
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	oteltrace "go.opentelemetry.io/otel/trace"
 
 	"github.com/hookstream/hookstream/pkg/app"
 	"github.com/hookstream/hookstream/pkg/kafka"
@@ -105,7 +110,18 @@ func (i *Ingest) postEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp := Response{Rejected: []Rejection{}}
-	trace := requestTraceHeaders(r.Header)
+	// With tracing on, the request's trace (or a new one) continues in an
+	// ingest.http span that the events' Context carries; otherwise the
+	// request's trace headers are passed on as they are.
+	var trace []kgo.RecordHeader
+	var spanCtx context.Context
+	ctx := otel.GetTextMapPropagator().Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	if sctx, span := i.tracer.Start(ctx, "ingest.http", oteltrace.WithAttributes(attribute.Int("records", len(records)))); span.IsRecording() {
+		spanCtx = sctx
+		defer span.End()
+	} else {
+		trace = requestTraceHeaders(r.Header)
+	}
 	var (
 		out    []*kgo.Record
 		counts counts
@@ -129,6 +145,7 @@ func (i *Ingest) postEvents(w http.ResponseWriter, r *http.Request) {
 				app.WriteError(w, http.StatusInternalServerError, err.Error())
 				return
 			}
+			kr.Context = spanCtx
 			out = append(out, kr)
 			counts.accept(res.Event.SourceFormat)
 		}

@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	oteltrace "go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hookstream/hookstream/pkg/kafka"
@@ -54,6 +55,7 @@ type Ingest struct {
 	producer atomic.Pointer[kgo.Client]
 
 	accepted, rejected metric.Int64Counter
+	tracer             oteltrace.Tracer
 }
 
 // New returns an ingest service.
@@ -61,7 +63,7 @@ func New(cfg Config, kcfg kafka.Config, log *slog.Logger, meter metric.Meter) (*
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	i := &Ingest{cfg: cfg, kcfg: kcfg, topics: kcfg.Topics(), log: log.With("component", "ingest"), norm: normalize.New(cfg.limits(), time.Now)}
+	i := &Ingest{cfg: cfg, kcfg: kcfg, topics: kcfg.Topics(), log: log.With("component", "ingest"), norm: normalize.New(cfg.limits(), time.Now), tracer: kafka.Tracer("ingest")}
 	var err error
 	if i.accepted, err = meter.Int64Counter("hookstream_ingest_accepted_total", metric.WithDescription("Records normalised onto the events topic, by source and format.")); err != nil {
 		return nil, err
@@ -175,10 +177,19 @@ func (i *Ingest) normalizeChunk(c *chunk, recs []*kgo.Record) {
 		return r
 	}
 	for _, r := range recs {
+		// With tracing on and the record sampled, outputs continue an
+		// ingest.normalize span through their Context (the Kafka hooks write
+		// their traceparent). Otherwise the input's trace headers are passed
+		// on as they are, at no cost.
 		var trace []kgo.RecordHeader // shared by every output of r
-		if len(r.Headers) > 0 {
+		var span oteltrace.Span
+		ctx := r.Context
+		if ctx != nil && oteltrace.SpanFromContext(ctx).IsRecording() {
+			ctx, span = i.tracer.Start(ctx, "ingest.normalize", oteltrace.WithAttributes(attribute.String("source", "kafka")))
+		} else if len(r.Headers) > 0 {
 			trace = traceHeaders(r.Headers)
 		}
+		first := len(c.out)
 		for _, res := range i.norm.Normalize(r.Value) {
 			if res.Err != nil {
 				c.counts.reject(res.Err.Code)
@@ -197,6 +208,12 @@ func (i *Ingest) normalizeChunk(c *chunk, recs []*kgo.Record) {
 			}
 			c.counts.accept(res.Event.SourceFormat)
 			c.out = append(c.out, out)
+		}
+		if span != nil {
+			for _, o := range c.out[first:] {
+				o.Context = ctx
+			}
+			span.End()
 		}
 	}
 }
