@@ -54,7 +54,8 @@ func NewClient(cfg Config, log *slog.Logger, component string, opts ...kgo.Opt) 
 	// through the global tracer provider (a no-op one unless tracing is
 	// configured: see telemetry.NewTracing, which must run first).
 	tracer := kotel.NewTracer(kotel.TracerProvider(otel.GetTracerProvider()), kotel.TracerPropagator(otel.GetTextMapPropagator()), kotel.ClientID(cfg.ClientID+"-"+component))
-	base = append(base, kgo.WithHooks(kotel.NewKotel(kotel.WithTracer(tracer)).Hooks()...))
+	meter := kotel.NewMeter(kotel.MeterProvider(otel.GetMeterProvider()))
+	base = append(base, kgo.WithHooks(kotel.NewKotel(kotel.WithTracer(tracer), kotel.WithMeter(meter)).Hooks()...))
 	cl, err := kgo.NewClient(append(base, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client %s: %w", component, err)

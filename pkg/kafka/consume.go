@@ -5,9 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 )
 
 // Handler processes one polled batch of records, in partition order. When it
@@ -48,6 +52,14 @@ type Consumer struct {
 	handler Handler
 	log     *slog.Logger
 	max     int
+	group   string
+
+	mu   sync.Mutex
+	lag  map[string]map[int32]int64 // topic → partition → records behind
+	next map[string]map[int32]int64 // topic → partition → next offset to consume
+
+	records, errors metric.Int64Counter
+	reg             metric.Registration
 }
 
 // NewConsumer returns a consumer. The returned client can also be used to
@@ -56,7 +68,10 @@ func NewConsumer(cfg Config, log *slog.Logger, component string, cc ConsumerConf
 	if cc.Group == "" || len(cc.Topics) == 0 {
 		return nil, errors.New("kafka consumer: group and topics are required")
 	}
-	c := &Consumer{handler: h, log: log.With("component", component), max: cfg.FetchMaxRecords}
+	c := &Consumer{handler: h, log: log.With("component", component), max: cfg.FetchMaxRecords, group: cc.Group, lag: map[string]map[int32]int64{}, next: map[string]map[int32]int64{}}
+	if err := c.instrument(); err != nil {
+		return nil, err
+	}
 	opts := []kgo.Opt{
 		kgo.ConsumerGroup(cc.Group),
 		kgo.ConsumeTopics(cc.Topics...),
@@ -70,6 +85,7 @@ func NewConsumer(cfg Config, log *slog.Logger, component string, cc ConsumerConf
 		// there is nothing left to commit here: a batch given up at a stop
 		// stays uncommitted and is consumed again.
 		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+			c.forget(revoked)
 			if cc.OnRevoked != nil {
 				cc.OnRevoked(ctx, cl, revoked)
 			}
@@ -112,7 +128,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 				c.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
 			}
 		})
+		c.observe(fetches)
 		if recs := fetches.Records(); len(recs) > 0 {
+			c.records.Add(ctx, int64(len(recs)), metric.WithAttributes(attribute.String("group", c.group)))
 			if !c.handle(ctx, recs, backoff) {
 				c.cl.AllowRebalance()
 				return nil
@@ -141,6 +159,7 @@ func (c *Consumer) handle(ctx context.Context, recs []*kgo.Record, b *backoff) b
 			b.reset()
 			return true
 		}
+		c.errors.Add(ctx, 1, metric.WithAttributes(attribute.String("group", c.group)))
 		c.log.Error("handling batch failed; retrying", "records", len(recs), "err", err)
 		if !b.wait(ctx) {
 			c.log.Warn("stopping with an unprocessed batch; it will be consumed again", "records", len(recs))
@@ -151,7 +170,75 @@ func (c *Consumer) handle(ctx context.Context, recs []*kgo.Record, b *backoff) b
 
 // Close leaves the group and closes the client. Handled batches are already
 // committed.
-func (c *Consumer) Close() { c.cl.Close() }
+func (c *Consumer) Close() {
+	c.cl.Close()
+	if c.reg != nil {
+		_ = c.reg.Unregister()
+	}
+}
+
+// instrument registers the consumer's metrics on the global meter provider:
+// hookstream_consumer_lag (records behind the high watermark, per topic and
+// partition, as of the last fetch), records consumed and failed batches.
+func (c *Consumer) instrument() error {
+	m := otel.GetMeterProvider().Meter("github.com/hookstream/hookstream/kafka")
+	var err error
+	if c.records, err = m.Int64Counter("hookstream_consumer_records_total", metric.WithDescription("Records consumed, by consumer group.")); err != nil {
+		return err
+	}
+	if c.errors, err = m.Int64Counter("hookstream_consumer_batch_errors_total", metric.WithDescription("Batches whose handling failed and was retried, by consumer group.")); err != nil {
+		return err
+	}
+	lag, err := m.Int64ObservableGauge("hookstream_consumer_lag", metric.WithDescription("Records between the last consumed offset and the high watermark, by group, topic and partition."))
+	if err != nil {
+		return err
+	}
+	c.reg, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for t, ps := range c.lag {
+			for p, n := range ps {
+				o.ObserveInt64(lag, n, metric.WithAttributes(attribute.String("group", c.group), attribute.String("topic", t), attribute.Int("partition", int(p))))
+			}
+		}
+		return nil
+	}, lag)
+	return err
+}
+
+// observe updates the lag of each fetched partition: the high watermark
+// minus the next offset to consume.
+func (c *Consumer) observe(fs kgo.Fetches) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fs.EachPartition(func(p kgo.FetchTopicPartition) {
+		if p.Err != nil {
+			return
+		}
+		if c.next[p.Topic] == nil {
+			c.next[p.Topic] = map[int32]int64{}
+			c.lag[p.Topic] = map[int32]int64{}
+		}
+		if n := len(p.Records); n > 0 {
+			c.next[p.Topic][p.Partition] = p.Records[n-1].Offset + 1
+		}
+		if next, ok := c.next[p.Topic][p.Partition]; ok {
+			c.lag[p.Topic][p.Partition] = max(p.HighWatermark-next, 0)
+		}
+	})
+}
+
+// forget drops revoked partitions from the lag.
+func (c *Consumer) forget(revoked map[string][]int32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for t, ps := range revoked {
+		for _, p := range ps {
+			delete(c.lag[t], p)
+			delete(c.next[t], p)
+		}
+	}
+}
 
 // ProduceSync produces recs and waits until the broker has acknowledged all
 // of them.
