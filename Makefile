@@ -4,12 +4,15 @@
 # except under CI=true where a missing tool fails the run.
 
 SHELL := /bin/bash
-MODULES := pkg proto services/ingest services/evaluator services/timer services/dispatcher services/hookstream
+MODULES := pkg proto services/ingest services/evaluator services/timer services/dispatcher services/hookstream tools/charttest
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_VERSION := 3.21
 BIN := $(CURDIR)/bin
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 APT_TOOLS := redis-server:redis-server kcat:kcat
+HELM_VERSION := v3.22.0
+IMAGE ?= hookstream:dev
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .DEFAULT_GOAL := help
 
@@ -45,8 +48,31 @@ tools: ## Install redis-server and kcat with apt when missing (root only).
 	done
 
 .PHONY: test
-test: tools ## Run every module's tests with -race (starts kfake, redis-server and receivers itself).
+test: tools chart-tools ## Run every module's tests with -race (starts kfake, redis-server and receivers itself).
 	go test $(GO_TEST_FLAGS) $(shell go list -m -f '{{.Dir}}/...' | sed 's|$(CURDIR)/|./|')
+
+.PHONY: chart-tools
+chart-tools: ## Install helm into ./bin (go install: about 2 minutes and 1 GB the first time) and docker-compose (apt) when missing.
+	@if ! go version -m $(BIN)/helm 2>/dev/null | grep -q 'helm.sh/helm/v3[[:space:]]*$(HELM_VERSION)'; then \
+	  echo "installing helm $(HELM_VERSION) into $(BIN) with go install (about 2 minutes and 1 GB of memory the first time)"; \
+	  GOBIN=$(BIN) go install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION) || { \
+	    echo "SKIP: helm could not be installed: the chart tests will be skipped"; \
+	    if [ "$$CI" = "true" ]; then echo "FAIL: CI=true and helm is missing"; exit 1; fi; }; \
+	fi
+	@$(MAKE) --no-print-directory tools APT_TOOLS=docker-compose:docker-compose
+
+.PHONY: chart-test
+chart-test: chart-tools ## Test charts/hookstream and docker-compose.yml (lint, golden renders, strict decoding, schema, compose config).
+	go test -count=1 ./tools/charttest/...
+
+.PHONY: image
+image: ## Build the container image (IMAGE=hookstream:dev) with docker build; needs a Docker engine.
+	@if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+	  docker build -t $(IMAGE) --build-arg VERSION=$(VERSION) .; \
+	else \
+	  echo "make image: no Docker engine here (docker is missing or docker info fails): build where Docker runs with"; \
+	  echo "  docker build -t $(IMAGE) --build-arg VERSION=$(VERSION) ."; exit 1; \
+	fi
 
 .PHONY: bench
 bench: tools ## Run the benchmarks and print figures.
@@ -59,6 +85,17 @@ protoc:
 	  else echo "protoc is missing: apt-get install protobuf-compiler"; exit 1; fi; fi
 	@protoc --version | grep -q 'libprotoc $(PROTOC_VERSION)' || { echo "want protoc $(PROTOC_VERSION).x (Debian protobuf-compiler), have $$(protoc --version)"; exit 1; }
 	@GOBIN=$(CURDIR)/proto/.bin go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+
+FUZZTIME ?= 2m
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each (default 2m; CI runs 10s).
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' pkg services); do \
+	  dir=$$(dirname $$f); \
+	  for t in $$(grep -o '^func Fuzz[A-Za-z0-9_]*' $$f | sed 's/^func //'); do \
+	    echo "== $$dir $$t ($(FUZZTIME))"; \
+	    go test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./$$dir || exit 1; \
+	  done; \
+	done
 
 .PHONY: proto
 proto: protoc ## Regenerate the Go code for proto/ (committed).
