@@ -8,7 +8,7 @@ MODULES := pkg proto services/ingest services/evaluator services/timer services/
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_VERSION := 3.21
 BIN := $(CURDIR)/bin
-GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
+GO_TEST_FLAGS ?= -race -count=1 -timeout 20m -short
 APT_TOOLS := redis-server:redis-server kcat:kcat
 HELM_VERSION := v3.22.0
 IMAGE ?= hookstream:dev
@@ -48,7 +48,7 @@ tools: ## Install redis-server and kcat with apt when missing (root only).
 	done
 
 .PHONY: test
-test: tools chart-tools ## Run every module's tests with -race (starts kfake, redis-server and receivers itself).
+test: tools chart-tools ## Run every module's tests with -race and -short (starts kfake, redis-server and receivers itself).
 	go test $(GO_TEST_FLAGS) $(shell go list -m -f '{{.Dir}}/...' | sed 's|$(CURDIR)/|./|')
 
 .PHONY: chart-tools
@@ -73,6 +73,10 @@ image: ## Build the container image (IMAGE=hookstream:dev) with docker build; ne
 	  echo "make image: no Docker engine here (docker is missing or docker info fails): build where Docker runs with"; \
 	  echo "  docker build -t $(IMAGE) --build-arg VERSION=$(VERSION) ."; exit 1; \
 	fi
+
+.PHONY: e2e
+e2e: tools ## The full end-to-end suite: every scenario on the all-in-one and on four separate service processes (make test runs the -short form).
+	go test -race -count=1 -timeout 40m -v -run 'TestSuite' ./services/hookstream/e2e/
 
 .PHONY: bench
 bench: tools ## Run the benchmarks and print figures.

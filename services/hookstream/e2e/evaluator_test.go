@@ -203,6 +203,11 @@ type serveProcess struct {
 
 func startServe(t *testing.T, target, broker, dataDir, instance string) *serveProcess {
 	t.Helper()
+	return startServeWith(t, target, broker, dataDir, instance)
+}
+
+func startServeWith(t *testing.T, target, broker, dataDir, instance string, extra ...string) *serveProcess {
+	t.Helper()
 	httpAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	logf, err := os.CreateTemp(t.TempDir(), target+"-*.log")
 	if err != nil {
@@ -213,6 +218,7 @@ func startServe(t *testing.T, target, broker, dataDir, instance string) *servePr
 	if instance != "" {
 		args = append(args, "-evaluator.instance-id="+instance)
 	}
+	args = append(args, extra...)
 	cmd := exec.Command(binary, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
