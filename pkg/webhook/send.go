@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"io"
 	"net"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -40,14 +42,54 @@ type Result struct {
 	Excerpt string
 	// RetryAfter is the parsed Retry-After header, 0 when absent.
 	RetryAfter time.Duration
+	// Location is the Location header of a 3xx (redirects are not followed
+	// unless configured).
+	Location string
 }
 
 // OK reports a 2xx.
 func (r Result) OK() bool { return r.Err == nil && r.Status >= 200 && r.Status < 300 }
 
+// Gone reports 410 Gone: the endpoint says it no longer exists.
+func (r Result) Gone() bool { return r.Err == nil && r.Status == 410 }
+
+// Retryable reports an outcome worth another attempt (CONTRACT.md section
+// 3): a network error or timeout, 408, 429 or a 5xx. Refusals by the SSRF
+// guard, redirects, secret errors and other 4xx are final.
+func (r Result) Retryable() bool {
+	if r.Err != nil {
+		return !errors.Is(r.Err, ErrForbiddenAddress) && !errors.Is(r.Err, ErrRequest)
+	}
+	return r.Status == 408 || r.Status == 429 || r.Status >= 500
+}
+
+// ErrRequest is wrapped by errors in building the request itself (URL,
+// secrets, signing): another attempt would fail the same way.
+var ErrRequest = errors.New("cannot build the request")
+
+// ErrTooLarge is returned by Fetch when a response exceeds its size limit.
+var ErrTooLarge = errors.New("response too large")
+
 // Sender sends webhook requests. Safe for concurrent use.
 type Sender struct {
 	client *http.Client
+	opts   SenderOptions
+}
+
+// SenderOptions configure a Sender.
+type SenderOptions struct {
+	// AllowPrivateNetworks turns the SSRF guard off.
+	AllowPrivateNetworks bool
+	// AllowedNetworks are exceptions to the guard (for example an internal
+	// CRM at 10.1.2.3/32), checked against the dialled address.
+	AllowedNetworks []netip.Prefix
+	// FollowRedirects is how many redirects to follow; 0 (the default)
+	// follows none and a 3xx is a final failure. Every hop is dialled
+	// through the same guard.
+	FollowRedirects int
+	// MaxIdleConnsPerHost is the keep-alive pool per endpoint host,
+	// default 64.
+	MaxIdleConnsPerHost int
 }
 
 // NewSender returns a sender whose dialer refuses private, loopback,
@@ -55,39 +97,84 @@ type Sender struct {
 // on the dialled IP, so a public name that resolves to 127.0.0.1 is refused
 // too. Redirects are not followed.
 func NewSender(allowPrivate bool) *Sender {
+	return NewSenderWithOptions(SenderOptions{AllowPrivateNetworks: allowPrivate})
+}
+
+// NewSenderWithOptions returns a sender configured by o. Requests use
+// HTTP/1.1 with keep-alive connections pooled per endpoint host.
+func NewSenderWithOptions(o SenderOptions) *Sender {
+	if o.MaxIdleConnsPerHost <= 0 {
+		o.MaxIdleConnsPerHost = 64
+	}
 	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
-	if !allowPrivate {
+	if !o.AllowPrivateNetworks {
+		allowed := o.AllowedNetworks
 		d.Control = func(_, address string, _ syscall.RawConn) error {
 			ap, err := netip.ParseAddrPort(address)
 			if err != nil {
 				return fmt.Errorf("%w: %s", ErrForbiddenAddress, address)
 			}
-			if Forbidden(ap.Addr()) {
-				return fmt.Errorf("%w: %s", ErrForbiddenAddress, ap.Addr())
+			a := ap.Addr().Unmap()
+			for _, p := range allowed {
+				if p.Contains(a) {
+					return nil
+				}
+			}
+			if Forbidden(a) {
+				return fmt.Errorf("%w: %s", ErrForbiddenAddress, a)
 			}
 			return nil
 		}
 	}
 	tr := &http.Transport{
 		DialContext:         d.DialContext,
-		MaxIdleConnsPerHost: 64,
+		MaxIdleConns:        0, // no global cap: pools are per host
+		MaxIdleConnsPerHost: o.MaxIdleConnsPerHost,
 		IdleConnTimeout:     90 * time.Second,
 		ForceAttemptHTTP2:   false, // HTTP/1.1 keep-alive per host
 	}
-	return &Sender{client: &http.Client{
-		Transport:     tr,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	follow := o.FollowRedirects
+	return &Sender{opts: o, client: &http.Client{
+		// A client span per request; it writes traceparent from the
+		// request's context (the delivery's span).
+		Transport: otelhttp.NewTransport(tr, otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return "HTTP " + r.Method })),
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) > follow {
+				return http.ErrUseLastResponse
+			}
+			if req.URL.Scheme != "http" && req.URL.Scheme != "https" {
+				return fmt.Errorf("%w: redirect to %s", ErrForbiddenAddress, req.URL.Scheme)
+			}
+			return nil
+		},
 	}}
 }
 
-var cgnat = netip.MustParsePrefix("100.64.0.0/10")
+// CloseIdleConnections closes the keep-alive connections.
+func (s *Sender) CloseIdleConnections() { s.client.CloseIdleConnections() }
 
-// Forbidden reports addresses the SSRF guard refuses.
+var (
+	cgnat      = netip.MustParsePrefix("100.64.0.0/10")
+	thisNet    = netip.MustParsePrefix("0.0.0.0/8")
+	nat64      = netip.MustParsePrefix("64:ff9b::/96")
+	awsMetaV6  = netip.MustParseAddr("fd00:ec2::254")
+	benchmarks = netip.MustParsePrefix("198.18.0.0/15")
+)
+
+// Forbidden reports addresses the SSRF guard refuses: loopback, private
+// (RFC 1918, fc00::/7), link-local (169.254.0.0/16 holds the cloud metadata
+// services), CGNAT (100.64.0.0/10, Alibaba's metadata), unspecified,
+// multicast, 0.0.0.0/8, 198.18.0.0/15, and NAT64 addresses that embed any
+// of these.
 func Forbidden(a netip.Addr) bool {
 	a = a.Unmap()
+	if nat64.Contains(a) {
+		b := a.As16()
+		return Forbidden(netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]}))
+	}
 	return a.IsLoopback() || a.IsPrivate() || a.IsLinkLocalUnicast() || a.IsLinkLocalMulticast() ||
 		a.IsUnspecified() || a.IsMulticast() || a.IsInterfaceLocalMulticast() || cgnat.Contains(a) ||
-		a == netip.MustParseAddr("fd00:ec2::254")
+		thisNet.Contains(a) || benchmarks.Contains(a) || a == awsMetaV6
 }
 
 // Attempt is one request to send.
@@ -99,7 +186,11 @@ type Attempt struct {
 	Traceparent string
 }
 
-// Send makes one attempt to wh's endpoint.
+var excerpts = sync.Pool{New: func() any { return new([1024]byte) }}
+
+// Send makes one attempt to wh's endpoint, within wh's timeout (default
+// 3s). It never returns an error: the outcome, transport errors included,
+// is in the Result.
 func (s *Sender) Send(ctx context.Context, wh *manifest.Webhook, a Attempt) Result {
 	timeout := wh.Spec.Timeout.Std()
 	if timeout <= 0 {
@@ -107,64 +198,9 @@ func (s *Sender) Send(ctx context.Context, wh *manifest.Webhook, a Attempt) Resu
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	u, err := url.Parse(wh.Spec.URL)
+	req, err := s.request(ctx, wh, a)
 	if err != nil {
-		return Result{Err: fmt.Errorf("webhook url: %w", err)}
-	}
-	if len(a.Request.Query) > 0 {
-		q := u.Query()
-		for k, vs := range a.Request.Query {
-			for _, v := range vs {
-				q.Add(k, v)
-			}
-		}
-		u.RawQuery = q.Encode()
-	}
-	method := wh.Spec.Method
-	if method == "" {
-		method = http.MethodPost
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(a.Request.Body))
-	if err != nil {
-		return Result{Err: err}
-	}
-	for k, v := range wh.Spec.Headers {
-		req.Header.Set(k, v)
-	}
-	req.Header.Set("Content-Type", a.Request.ContentType)
-	req.Header.Set("User-Agent", "hookstream/"+Version)
-	ts := strconv.FormatInt(a.Timestamp.Unix(), 10)
-	req.Header.Set("webhook-id", a.ID)
-	req.Header.Set("webhook-timestamp", ts)
-	if a.Traceparent != "" {
-		req.Header.Set("traceparent", a.Traceparent)
-	}
-	if sg := wh.Spec.Signing; sg != nil {
-		secret, err := ResolveSecret(sg.SecretRef)
-		if err != nil {
-			return Result{Err: fmt.Errorf("signing secret: %w", err)}
-		}
-		sig, err := Sign(secret, a.ID, a.Timestamp, a.Request.Body)
-		if err != nil {
-			return Result{Err: err}
-		}
-		req.Header.Set("webhook-signature", sig)
-	}
-	if au := wh.Spec.Auth; au != nil {
-		switch {
-		case au.Basic != nil:
-			pw, err := ResolveSecret(au.Basic.PasswordRef)
-			if err != nil {
-				return Result{Err: fmt.Errorf("basic auth password: %w", err)}
-			}
-			req.SetBasicAuth(au.Basic.Username, pw)
-		case au.Bearer != nil:
-			tok, err := ResolveSecret(au.Bearer.TokenRef)
-			if err != nil {
-				return Result{Err: fmt.Errorf("bearer token: %w", err)}
-			}
-			req.Header.Set("Authorization", "Bearer "+tok)
-		}
+		return Result{Err: fmt.Errorf("%w: %w", ErrRequest, err)}
 	}
 	start := time.Now()
 	resp, err := s.client.Do(req)
@@ -174,13 +210,119 @@ func (s *Sender) Send(ctx context.Context, wh *manifest.Webhook, a Attempt) Resu
 		return res
 	}
 	defer resp.Body.Close()
-	excerpt, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+	buf := excerpts.Get().(*[1024]byte)
+	n, _ := io.ReadFull(resp.Body, buf[:])
+	res.Excerpt = string(buf[:n])
+	excerpts.Put(buf)
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20)) // let the connection be reused
 	res.Status = resp.StatusCode
-	res.Excerpt = string(excerpt)
 	res.RetryAfter = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		res.Location = resp.Header.Get("Location")
+	}
 	res.Latency = time.Since(start)
 	return res
+}
+
+func (s *Sender) request(ctx context.Context, wh *manifest.Webhook, a Attempt) (*http.Request, error) {
+	target := wh.Spec.URL
+	if len(a.Request.Query) > 0 {
+		u, err := url.Parse(wh.Spec.URL)
+		if err != nil {
+			return nil, fmt.Errorf("webhook url: %w", err)
+		}
+		q := u.Query()
+		for k, vs := range a.Request.Query {
+			for _, v := range vs {
+				q.Add(k, v)
+			}
+		}
+		u.RawQuery = q.Encode()
+		target = u.String()
+	}
+	method := wh.Spec.Method
+	if method == "" {
+		method = http.MethodPost
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target, bytes.NewReader(a.Request.Body))
+	if err != nil {
+		return nil, fmt.Errorf("webhook url: %w", err)
+	}
+	for k, v := range wh.Spec.Headers {
+		req.Header.Set(k, v)
+	}
+	// Canonical keys set directly: these are on every request.
+	h := req.Header
+	h["Content-Type"] = []string{a.Request.ContentType}
+	h["User-Agent"] = []string{"hookstream/" + Version}
+	h["Webhook-Id"] = []string{a.ID}
+	h["Webhook-Timestamp"] = []string{strconv.FormatInt(a.Timestamp.Unix(), 10)}
+	if a.Traceparent != "" {
+		h["Traceparent"] = []string{a.Traceparent}
+	}
+	if sg := wh.Spec.Signing; sg != nil {
+		secret, err := ResolveSecret(sg.SecretRef)
+		if err != nil {
+			return nil, fmt.Errorf("signing secret: %w", err)
+		}
+		sig, err := Sign(secret, a.ID, a.Timestamp, a.Request.Body)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("webhook-signature", sig)
+	}
+	if au := wh.Spec.Auth; au != nil {
+		switch {
+		case au.Basic != nil:
+			pw, err := ResolveSecret(au.Basic.PasswordRef)
+			if err != nil {
+				return nil, fmt.Errorf("basic auth password: %w", err)
+			}
+			req.SetBasicAuth(au.Basic.Username, pw)
+		case au.Bearer != nil:
+			tok, err := ResolveSecret(au.Bearer.TokenRef)
+			if err != nil {
+				return nil, fmt.Errorf("bearer token: %w", err)
+			}
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+	}
+	return req, nil
+}
+
+// Fetch GETs rawURL through the same guarded client (linked content): it
+// returns the body of a 2xx response of at most limit bytes, or an error
+// (ErrTooLarge past the limit, ErrForbiddenAddress from the guard).
+func (s *Sender) Fetch(ctx context.Context, rawURL string, timeout time.Duration, limit int64) ([]byte, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("linked content url %q: must be an http(s) URL", rawURL)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	req.Header.Set("User-Agent", "hookstream/"+Version)
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		return nil, fmt.Errorf("GET %s answered %d", u.Redacted(), resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("GET %s: %w", u.Redacted(), err)
+	}
+	if int64(len(body)) > limit {
+		return nil, fmt.Errorf("GET %s: %w (more than %d bytes)", u.Redacted(), ErrTooLarge, limit)
+	}
+	return body, nil
 }
 
 // Sign returns the Standard Webhooks signature header value

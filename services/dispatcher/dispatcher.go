@@ -2,205 +2,345 @@ package dispatcher
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel/trace"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/hookstream/hookstream/pkg/catalog"
 	"github.com/hookstream/hookstream/pkg/kafka"
 	"github.com/hookstream/hookstream/pkg/service"
-	"github.com/hookstream/hookstream/pkg/webhook"
-	hookstreamv1 "github.com/hookstream/hookstream/proto/hookstream/v1"
 )
 
-// Dispatcher consumes {prefix}triggers and sends webhooks.
+// Dispatcher consumes {prefix}triggers and {prefix}dispatch.retry and sends
+// webhooks. See docs/dispatcher.md for the order of checks, the retry
+// schedule and how webhooks are isolated from one another.
 type Dispatcher struct {
-	cfg      Config
-	kcfg     kafka.Config
-	topics   kafka.Topics
-	log      *slog.Logger
-	cat      *catalog.Catalog
-	rdb      *redis.Client
-	dedupe   *deduper
-	renderer *webhook.Renderer
-	sender   *webhook.Sender
-	cons     *kafka.Consumer
-	now      func() time.Time
+	tracer trace.Tracer
+	cfg    Config
+	kcfg   kafka.Config
+	topics kafka.Topics
+	log    *slog.Logger
+	cat    *catalog.Catalog
+	rdb    *redis.Client
+	dedupe *deduper
+	sp     *sendPath
+	now    func() time.Time
+	jitter func() float64 // in [-1, 1)
+	m      *metrics
 
-	attempts   metric.Int64Counter
-	suppressed metric.Int64Counter
-	latency    metric.Float64Histogram
+	cl       *kgo.Client
+	tracker  *tracker
+	finisher *finisher
+	batcher  *batcher
+	global   chan struct{} // the Concurrency semaphore
+
+	mu        sync.Mutex
+	endpoints map[string]*endpoint
+	work      sync.WaitGroup // endpoint runners and their sends
+	stopping  atomic.Bool
+
+	disabledMu sync.Mutex
+	disabled   map[string]int64 // webhook → generation that answered 410
 }
 
+// Option changes a Dispatcher built by New.
+type Option func(*Dispatcher)
+
+// WithClock makes the dispatcher read the time from now (default
+// time.Now): caps, quiet hours, retry schedules and record timestamps
+// follow it. It must advance with real time (tests add an offset).
+func WithClock(now func() time.Time) Option { return func(d *Dispatcher) { d.now = now } }
+
+// WithJitter replaces the random jitter of retry delays: f returns a value
+// in [-1, 1) that scales the ±20 %.
+func WithJitter(f func() float64) Option { return func(d *Dispatcher) { d.jitter = f } }
+
 // New returns a dispatcher. cat must be kept current by a catalog follower;
-// rdb is the Redis holding dedupe keys.
-func New(cfg Config, kcfg kafka.Config, log *slog.Logger, cat *catalog.Catalog, rdb *redis.Client, meter metric.Meter) (*Dispatcher, error) {
+// rdb is the Redis holding dedupe keys, caps and rate limits; meter receives
+// the dispatcher's metrics.
+func New(cfg Config, kcfg kafka.Config, log *slog.Logger, cat *catalog.Catalog, rdb *redis.Client, meter metric.Meter, opts ...Option) (*Dispatcher, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	log = log.With("component", "dispatcher")
 	d := &Dispatcher{
-		cfg: cfg, kcfg: kcfg, topics: kcfg.Topics(), log: log.With("component", "dispatcher"), cat: cat, rdb: rdb,
-		dedupe:   &deduper{rdb: rdb, ttl: cfg.DedupeTTL.Std(), lease: 2 * time.Minute},
-		renderer: webhook.NewRenderer(),
-		sender:   webhook.NewSender(cfg.AllowPrivateNetworks),
-		now:      time.Now,
+		tracer: kafka.Tracer("dispatcher"),
+		cfg:    cfg, kcfg: kcfg, topics: kcfg.Topics(), log: log, cat: cat, rdb: rdb,
+		dedupe:    &deduper{rdb: rdb, ttl: cfg.DedupeTTL.Std()},
+		sp:        newSendPath(cfg, log, rdb),
+		now:       time.Now,
+		jitter:    func() float64 { return rand.Float64()*2 - 1 },
+		endpoints: map[string]*endpoint{},
+		disabled:  map[string]int64{},
+		global:    make(chan struct{}, cfg.Concurrency),
+	}
+	for _, o := range opts {
+		o(d)
 	}
 	var err error
-	if d.attempts, err = meter.Int64Counter("hookstream_delivery_attempts_total", metric.WithDescription("Webhook attempts, by campaign, webhook and outcome.")); err != nil {
-		return nil, err
-	}
-	if d.suppressed, err = meter.Int64Counter("hookstream_suppressed_total", metric.WithDescription("Triggers not sent, by campaign and reason.")); err != nil {
-		return nil, err
-	}
-	if d.latency, err = meter.Float64Histogram("hookstream_delivery_latency_seconds", metric.WithDescription("Webhook attempt latency, by webhook."), metric.WithUnit("s")); err != nil {
+	if d.m, err = newMetrics(meter, d); err != nil {
 		return nil, err
 	}
 	return d, nil
 }
 
-// Service returns the dispatcher's lifecycle.
+// Service returns the dispatcher's lifecycle. Running consumes until
+// stopped, then finishes the deliveries in flight (queued ones are handed
+// to the timer service), records every outcome and commits.
 func (d *Dispatcher) Service() *service.Service {
-	return service.New("dispatcher",
-		func(ctx context.Context) error {
-			if err := d.rdb.Ping(ctx).Err(); err != nil {
-				return fmt.Errorf("redis: %w", err)
-			}
-			var err error
-			d.cons, err = kafka.NewConsumer(d.kcfg, d.log, "dispatcher", kafka.ConsumerConfig{
-				Group: "hookstream-dispatcher", Topics: []string{d.topics.Triggers},
-			}, d.handle)
-			return err
-		},
-		func(ctx context.Context) error { return d.cons.Run(ctx) },
-		func(error) error {
-			if d.cons != nil {
-				d.cons.Close()
-			}
-			return nil
-		})
+	return service.New("dispatcher", d.starting, d.running, d.stop)
 }
 
-// handle delivers a batch of triggers concurrently and records every
-// outcome on {prefix}deliveries before the batch's offsets are committed.
-func (d *Dispatcher) handle(ctx context.Context, recs []*kgo.Record) error {
-	trs := make([]*hookstreamv1.Trigger, 0, len(recs))
-	for _, r := range recs {
-		var t hookstreamv1.Trigger
-		if err := proto.Unmarshal(r.Value, &t); err != nil {
-			d.log.Error("skipping undecodable trigger", "partition", r.Partition, "offset", r.Offset, "err", err)
-			continue
-		}
-		trs = append(trs, &t)
+func (d *Dispatcher) starting(ctx context.Context) error {
+	if err := d.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis: %w", err)
 	}
-	ids := make([]string, len(trs))
-	for i, t := range trs {
-		ids[i] = t.Id
-	}
-	claims, err := d.dedupe.claim(ctx, ids)
-	if err != nil {
+	if err := loadScripts(ctx, d.rdb); err != nil {
 		return err
 	}
-	var (
-		mu       sync.Mutex
-		outcomes []*hookstreamv1.Delivery
-		finished []string
-		wg       sync.WaitGroup
-		sem      = make(chan struct{}, d.cfg.Concurrency)
+	if err := d.refreshDisabled(ctx); err != nil {
+		return err
+	}
+	d.tracker = newTracker()
+	var err error
+	d.cl, err = kafka.NewClient(d.kcfg, d.log, "dispatcher",
+		kgo.ConsumerGroup("hookstream-dispatcher"),
+		kgo.ConsumeTopics(d.topics.Triggers, d.topics.DispatchRetry),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.OnPartitionsRevoked(d.revoked),
+		kgo.OnPartitionsLost(d.lost),
 	)
-	record := func(del *hookstreamv1.Delivery, final bool) {
-		mu.Lock()
-		outcomes = append(outcomes, del)
-		if final {
-			finished = append(finished, del.WebhookId)
-		}
-		mu.Unlock()
-	}
-	for i, t := range trs {
-		switch claims[i] {
-		case duplicate:
-			record(d.suppress(ctx, t, "duplicate"), false)
-			continue
-		case leased:
-			// Another attempt holds the lease (or crashed holding it): the
-			// batch is retried until the lease is released or expires.
-			return fmt.Errorf("trigger %s is being delivered elsewhere; retrying", t.Id)
-		}
-		if t.Control {
-			record(d.suppress(ctx, t, "control"), true)
-			continue
-		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			record(d.deliver(ctx, t), true)
-		}()
-	}
-	wg.Wait()
-	out := make([]*kgo.Record, 0, len(outcomes))
-	for _, del := range outcomes {
-		v, err := proto.Marshal(del)
-		if err != nil {
-			return err
-		}
-		out = append(out, &kgo.Record{Topic: d.topics.Deliveries, Key: []byte(del.Campaign), Value: v})
-	}
-	if err := kafka.ProduceSync(ctx, d.cons.Client(), out...); err != nil {
+	if err != nil {
 		return err
 	}
-	return d.dedupe.done(ctx, finished)
+	d.finisher = newFinisher(d)
+	d.batcher = newBatcher(d)
+	return nil
 }
 
-func (d *Dispatcher) suppress(ctx context.Context, t *hookstreamv1.Trigger, reason string) *hookstreamv1.Delivery {
-	d.suppressed.Add(ctx, 1, metric.WithAttributes(attribute.String("campaign", t.Campaign), attribute.String("reason", reason)))
-	return &hookstreamv1.Delivery{
-		WebhookId: t.Id, Campaign: t.Campaign, Identities: []string{t.Identity},
-		Status: hookstreamv1.Delivery_STATUS_SUPPRESSED, SuppressionReason: reason, TsMs: d.now().UnixMilli(),
+func (d *Dispatcher) stop(error) error {
+	if d.cl != nil {
+		d.cl.Close() // leaves the group; the revoke callback commits what is done
+	}
+	d.sp.sender.CloseIdleConnections()
+	return nil
+}
+
+// running polls until ctx ends. Each polled batch goes through the checks
+// in one Redis round trip and is handed to the webhooks' queues; nothing
+// here waits for an endpoint. Offsets are committed by commitLoop as the
+// records' outcomes become durable, in order per partition.
+func (d *Dispatcher) running(ctx context.Context) error {
+	bg := context.WithoutCancel(ctx)
+	var loops sync.WaitGroup
+	finCtx, stopFinisher := context.WithCancel(bg)
+	commitCtx, stopCommits := context.WithCancel(bg)
+	batchCtx, stopBatcher := context.WithCancel(bg)
+	loops.Add(4)
+	go func() { defer loops.Done(); d.finisher.run(finCtx) }()
+	go func() { defer loops.Done(); d.commitLoop(commitCtx) }()
+	go func() { defer loops.Done(); d.batcher.run(batchCtx) }()
+	go func() { defer loops.Done(); d.refreshLoop(commitCtx) }()
+
+	err := d.pollLoop(ctx)
+
+	// Stop in order: batches are flushed into the queues, the queues hand
+	// what has not started to the timer and wait for what is in flight,
+	// the finisher records every outcome, and the last commit goes out.
+	stopBatcher()
+	d.batcher.wait()
+	d.stopping.Store(true)
+	d.mu.Lock()
+	for _, e := range d.endpoints {
+		e.signal()
+	}
+	d.mu.Unlock()
+	d.work.Wait()
+	stopFinisher()
+	d.finisher.wait()
+	stopCommits()
+	loops.Wait()
+	d.commit(bg)
+	return err
+}
+
+func (d *Dispatcher) pollLoop(ctx context.Context) error {
+	backoff := time.Duration(0)
+	for {
+		if !d.tracker.waitCapacity(ctx, d.cfg.MaxPending) {
+			return nil
+		}
+		fetches := d.cl.PollRecords(ctx, d.kcfg.FetchMaxRecords)
+		if fetches.IsClientClosed() {
+			return nil
+		}
+		fetches.EachError(func(t string, p int32, err error) {
+			if !errors.Is(err, context.Canceled) {
+				d.log.Warn("fetch error", "topic", t, "partition", p, "err", err)
+			}
+		})
+		recs := fetches.Records()
+		if len(recs) > 0 {
+			acks := d.tracker.add(recs)
+			for {
+				err := d.process(ctx, recs, acks)
+				if err == nil {
+					backoff = 0
+					break
+				}
+				backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
+				d.log.Error("processing polled records failed; retrying", "records", len(recs), "err", err, "backoff", backoff)
+				select {
+				case <-ctx.Done():
+					// Left incomplete: not committed, handled again by the
+					// next owner of the partitions.
+					d.cl.AllowRebalance()
+					return nil
+				case <-time.After(backoff):
+				}
+			}
+		}
+		d.cl.AllowRebalance()
+		if ctx.Err() != nil {
+			return nil
+		}
 	}
 }
 
-// deliver renders and sends one trigger's webhook and returns the outcome.
-func (d *Dispatcher) deliver(ctx context.Context, t *hookstreamv1.Trigger) *hookstreamv1.Delivery {
-	del := &hookstreamv1.Delivery{WebhookId: t.Id, Campaign: t.Campaign, Identities: []string{t.Identity}, Attempt: 1, IsTest: t.IsTest}
-	fail := func(reason string) *hookstreamv1.Delivery {
-		del.Status, del.Error, del.TsMs = hookstreamv1.Delivery_STATUS_FAILED, reason, d.now().UnixMilli()
-		d.attempts.Add(ctx, 1, metric.WithAttributes(attribute.String("campaign", t.Campaign), attribute.String("outcome", "failed")))
-		d.log.Warn("delivery failed", "campaign", t.Campaign, "webhook_id", t.Id, "err", reason)
-		return del
+// revoked finishes (for up to 20s) the records of the revoked partitions
+// and commits them before the partitions move; whatever is still in flight
+// after that is handled again by the next owner (its lease delays it).
+func (d *Dispatcher) revoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
+	if d.tracker == nil {
+		return
 	}
-	c, ok := d.cat.Campaign(t.Campaign)
-	if !ok {
-		return fail("campaign no longer exists")
+	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if !d.tracker.waitDone(wctx, revoked) {
+		d.log.Warn("partitions revoked with deliveries still in flight; they will be handled again", "partitions", revoked)
 	}
-	wh, ok := d.cat.Webhook(c.Spec.Webhook)
-	if !ok {
-		return fail(fmt.Sprintf("webhook %q does not exist", c.Spec.Webhook))
+	d.commit(ctx)
+	d.tracker.drop(revoked)
+}
+
+func (d *Dispatcher) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
+	d.log.Warn("partitions lost", "partitions", lost)
+	if d.tracker != nil {
+		d.tracker.drop(lost)
 	}
-	req, err := d.renderer.Render(c, []*hookstreamv1.Trigger{t}, nil, d.now())
+}
+
+func (d *Dispatcher) commitLoop(ctx context.Context) {
+	t := time.NewTicker(d.cfg.CommitInterval.Std())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			d.commit(ctx)
+		}
+	}
+}
+
+// commit commits, per partition, the offset after the longest prefix of
+// records whose outcomes are durable.
+func (d *Dispatcher) commit(ctx context.Context) {
+	offsets := d.tracker.committable()
+	if len(offsets) == 0 {
+		return
+	}
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	var cerr error
+	d.cl.CommitOffsetsSync(cctx, offsets, func(_ *kgo.Client, _ *kmsgCommitReq, resp *kmsgCommitResp, err error) {
+		cerr = commitErr(resp, err)
+	})
+	if cerr != nil {
+		d.log.Warn("commit failed; records will be handled again", "err", cerr)
+		return
+	}
+	d.tracker.committed(offsets)
+}
+
+func (d *Dispatcher) refreshLoop(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := d.refreshDisabled(ctx); err != nil {
+				d.log.Warn("reading disabled webhooks failed", "err", err)
+			}
+		}
+	}
+}
+
+// refreshDisabled reads the webhooks disabled by a 410 (by any dispatcher).
+func (d *Dispatcher) refreshDisabled(ctx context.Context) error {
+	m, err := d.rdb.HGetAll(ctx, disabledKey).Result()
 	if err != nil {
-		return fail("render: " + err.Error())
+		return fmt.Errorf("redis: read disabled webhooks: %w", err)
 	}
-	res := d.sender.Send(ctx, wh, webhook.Attempt{ID: t.Id, Timestamp: d.now(), Request: req})
-	del.HttpStatus = int32(res.Status)
-	del.LatencyUs = res.Latency.Microseconds()
-	del.ResponseExcerpt = res.Excerpt
-	del.TsMs = d.now().UnixMilli()
-	d.latency.Record(ctx, res.Latency.Seconds(), metric.WithAttributes(attribute.String("webhook", wh.Metadata.Name)))
-	if res.OK() {
-		del.Status = hookstreamv1.Delivery_STATUS_DELIVERED
-		d.attempts.Add(ctx, 1, metric.WithAttributes(attribute.String("campaign", t.Campaign), attribute.String("webhook", wh.Metadata.Name), attribute.String("outcome", "delivered")))
-		d.log.Debug("delivered", "campaign", t.Campaign, "webhook_id", t.Id, "status", res.Status, "latency", res.Latency)
-		return del
+	dis := make(map[string]int64, len(m))
+	for k, v := range m {
+		var g int64
+		_, _ = fmt.Sscan(v, &g)
+		dis[k] = g
 	}
-	if res.Err != nil {
-		return fail(res.Err.Error())
+	d.disabledMu.Lock()
+	d.disabled = dis
+	d.disabledMu.Unlock()
+	return nil
+}
+
+// isDisabled reports whether webhook name at generation gen answered 410.
+// A new generation of the manifest (the endpoint was fixed) enables it.
+func (d *Dispatcher) isDisabled(name string, gen int64) bool {
+	d.disabledMu.Lock()
+	defer d.disabledMu.Unlock()
+	g, ok := d.disabled[name]
+	return ok && gen <= g
+}
+
+func (d *Dispatcher) disable(ctx context.Context, name string, gen int64) {
+	d.disabledMu.Lock()
+	d.disabled[name] = gen
+	d.disabledMu.Unlock()
+	if err := d.rdb.HSet(ctx, disabledKey, name, gen).Err(); err != nil {
+		d.log.Error("recording the disabled webhook failed", "webhook", name, "err", err)
 	}
-	return fail(fmt.Sprintf("endpoint answered %d", res.Status))
+	d.log.Warn("webhook answered 410 Gone: disabled until its manifest changes; its deliveries go to the dispatch DLQ for replay", "webhook", name, "generation", gen)
+}
+
+// endpoint returns the queue of webhook name, starting its runner.
+func (d *Dispatcher) endpoint(name string) *endpoint {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	e, ok := d.endpoints[name]
+	if !ok {
+		e = newEndpoint(d, name)
+		d.endpoints[name] = e
+		d.work.Add(1)
+		go func() { defer d.work.Done(); e.run() }()
+	}
+	return e
+}
+
+// jittered returns d ± 20 %.
+func (d *Dispatcher) jittered(v time.Duration) time.Duration {
+	return v + time.Duration(float64(v)*0.2*d.jitter())
 }

@@ -22,8 +22,9 @@ const (
 )
 
 // Trigger is the evaluator's decision that one user qualifies for one
-// campaign. It is written to {prefix}triggers keyed by campaign and consumed by
-// the dispatcher.
+// campaign. It is written to {prefix}triggers keyed by the user's identity
+// (so that caps and quiet hours for one user are applied in order) and
+// consumed by the dispatcher.
 type Trigger struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Deterministic: derived from the campaign and the cause, so that a

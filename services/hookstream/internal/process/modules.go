@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"sync"
 	"time"
 
@@ -106,7 +107,20 @@ func (p *Process) register() {
 		adm := ingest.NewAdmin(p.Catalog, ingest.KafkaWriter(cfg.Kafka, p.Log, p.Catalog), cfg.Ingest.AdminTokens, p.Log)
 		adm.Ready = func() bool { return svc.State() == service.StateRunning } // the catalog is loaded before ingest runs
 		adm.Register(p.Server.Mux)
-		(&stats.Reader{RDB: redisconn.Open(cfg.Redis)}).Register(p.Server.Mux, adm.Authorize)
+		rdb := redisconn.Open(cfg.Redis)
+		(&stats.Reader{RDB: rdb}).Register(p.Server.Mux, adm.Authorize)
+		// POST /v1/campaigns/{name}/test sends through the dispatcher's own
+		// render and send path, from the API process.
+		tester, err := dispatcher.NewTester(cfg.Dispatcher, p.Log, p.Catalog, rdb)
+		if err != nil {
+			return nil, err
+		}
+		testHandler := tester.Handler()
+		p.Server.Mux.HandleFunc("POST /v1/campaigns/{name}/test", func(w http.ResponseWriter, r *http.Request) {
+			if adm.Authorize(w, r) {
+				testHandler.ServeHTTP(w, r)
+			}
+		})
 		return svc, nil
 	}})
 	p.modules.Register(app.Module{Name: ModEvaluator, Target: true, Deps: []string{ModServer, ModTopics, ModApply}, Init: func() (*service.Service, error) {

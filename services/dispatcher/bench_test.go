@@ -1,0 +1,202 @@
+package dispatcher
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/hookstream/hookstream/pkg/kafka"
+	"github.com/hookstream/hookstream/pkg/redisconn/redistest"
+	"github.com/hookstream/hookstream/pkg/webhook"
+	hookstreamv1 "github.com/hookstream/hookstream/proto/hookstream/v1"
+)
+
+// benchInFlight is the webhook's maxInFlight in the benchmark, and the
+// number of goroutines of the bare client loop it is compared with.
+const benchInFlight = 32
+
+// countingReceiver counts requests and the profiles in them.
+type countingReceiver struct {
+	*httptest.Server
+	requests, profiles atomic.Int64
+}
+
+var identityField = []byte(`"Identity"`)
+
+func newCountingReceiver(tb testing.TB, latency time.Duration) *countingReceiver {
+	r := &countingReceiver{}
+	r.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if latency > 0 {
+			time.Sleep(latency)
+		}
+		body, _ := io.ReadAll(req.Body)
+		r.profiles.Add(int64(bytes.Count(body, identityField)))
+		r.requests.Add(1)
+		w.WriteHeader(http.StatusOK)
+	}))
+	tb.Cleanup(r.Close)
+	return r
+}
+
+// roundTrips counts Redis round trips: a command or a pipeline each.
+type roundTrips struct{ n atomic.Int64 }
+
+func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { h.n.Add(1); return next(ctx, cmd) }
+}
+func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(1); return next(ctx, cmds) }
+}
+
+// bare posts bodies to url from benchInFlight goroutines over one
+// keep-alive HTTP/1.1 client: what a hand-written sender would do.
+func bare(tb testing.TB, url string, bodies [][]byte) time.Duration {
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: benchInFlight, DialContext: (&net.Dialer{}).DialContext}}
+	defer client.CloseIdleConnections()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range benchInFlight {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := next.Add(1) - 1
+				if int(i) >= len(bodies) {
+					return
+				}
+				req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(bodies[i]))
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := client.Do(req)
+				if err != nil {
+					tb.Error(err)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	return time.Since(start)
+}
+
+// BenchmarkDispatch measures webhooks delivered per second from the
+// triggers topic to a local receiver (real redis-server, in-process Kafka),
+// next to the bare client loop posting the same bodies to the same
+// receiver in the same run, and the Redis round trips per delivery.
+// One op is one trigger (one profile).
+//
+// Two receivers: one that answers at once (the dispatcher's own cost
+// shows), and one that takes 5ms per request, like an endpoint across a
+// network (the request rate is then bound by maxInFlight / latency, which
+// is what batching lifts).
+func BenchmarkDispatch(b *testing.B) {
+	addr := redistest.StartReal(b)
+	for _, latency := range []time.Duration{0, 5 * time.Millisecond} {
+		for _, batched := range []bool{false, true} {
+			name := fmt.Sprintf("receiver-%s/unbatched", latency)
+			if batched {
+				name = fmt.Sprintf("receiver-%s/batched-100", latency)
+			}
+			b.Run(name, func(b *testing.B) { benchDispatch(b, addr, batched, latency) })
+		}
+	}
+}
+
+func benchDispatch(b *testing.B, addr string, batched bool, latency time.Duration) {
+	b.StopTimer()
+	rcv := newCountingReceiver(b, latency)
+	what := "what: {keyValues: {PromoCode: MT50}, payload: {profileVariables: [Identity, Email]}}"
+	if batched {
+		what = "what: {keyValues: {PromoCode: MT50}, payload: {profileVariables: [Identity, Email]}, batch: {maxProfiles: 100, linger: 50ms}}"
+	}
+	rt := &roundTrips{}
+	e := newEnv(b, redistest.Real, envOptions{redis: addr, noTimer: true, hook: rt, noReader: true,
+		// A burst of b.N is queued rather than spread through the timer
+		// service (not running here); see MaxQueueWait.
+		cfg: func(c *Config) {
+			c.MaxQueueWait.Set("10m") //nolint:errcheck // constant
+			c.LeaseTTL.Set("15m")     //nolint:errcheck // constant
+		},
+		kafka:    func(k *kafka.Config) { k.FetchMaxRecords = 5000 },
+		manifest: webhookYAML("bench", rcv.URL, fmt.Sprintf("maxInFlight: %d", benchInFlight)) + campaignYAML("bench", "bench", what)})
+	run := fmt.Sprintf("%d-%d", time.Now().UnixNano(), b.N)
+
+	// Warm up: the consumer group has joined and connections are open.
+	e.send(trig("warm-"+run, "bench", "warm"))
+	e.eventually("the warm-up delivery", func() bool { return rcv.requests.Load() >= 1 })
+	rcv.requests.Store(0)
+	rcv.profiles.Store(0)
+
+	c, _ := e.cat.Campaign("bench")
+	trs := make([]*hookstreamv1.Trigger, b.N)
+	recs := make([]*kgo.Record, b.N)
+	topic := e.kcfg.Topics().Triggers
+	for i := range trs {
+		trs[i] = trig(fmt.Sprintf("bench-%s-%d", run, i), "bench", fmt.Sprintf("user-%d", i))
+		v, _ := proto.Marshal(trs[i])
+		recs[i] = &kgo.Record{Topic: topic, Key: []byte(trs[i].Identity), Value: v}
+	}
+	// The bare loop posts the very bodies the dispatcher renders.
+	r := webhook.NewRenderer()
+	var bodies [][]byte
+	per := 1
+	if batched {
+		per = 100
+	}
+	for i := 0; i < len(trs); i += per {
+		req, err := r.Render(c, trs[i:min(i+per, len(trs))], nil, time.Now())
+		if err != nil {
+			b.Fatal(err)
+		}
+		bodies = append(bodies, req.Body)
+	}
+	bareTime := bare(b, rcv.URL+"/hook", bodies)
+	rcv.requests.Store(0)
+	rcv.profiles.Store(0)
+	rt.n.Store(0)
+
+	b.StartTimer()
+	start := time.Now()
+	if err := kafka.ProduceSync(context.Background(), e.client, recs...); err != nil {
+		b.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for rcv.profiles.Load() < int64(b.N) {
+		if time.Now().After(deadline) {
+			b.Fatalf("only %d of %d profiles arrived", rcv.profiles.Load(), b.N)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+
+	perSec := float64(b.N) / elapsed.Seconds()
+	barePerSec := float64(b.N) / bareTime.Seconds()
+	unit := "webhooks/s"
+	if batched {
+		unit = "profiles/s"
+	}
+	b.ReportMetric(perSec, unit)
+	b.ReportMetric(barePerSec, "bare-"+unit)
+	b.ReportMetric(perSec/barePerSec, "x-bare")
+	b.ReportMetric(float64(rcv.requests.Load()), "requests")
+	// Round trips keep running after the last request arrives (recording
+	// outcomes); wait for the last records to be done before counting.
+	e.eventually("every outcome recorded", func() bool { return e.d.tracker.pendingCount() == 0 })
+	b.ReportMetric(float64(rt.n.Load())/float64(b.N), "redis-rt/delivery")
+}

@@ -1,0 +1,139 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/hookstream/hookstream/pkg/kafka"
+	"github.com/hookstream/hookstream/pkg/kafka/kafkatest"
+	"github.com/hookstream/hookstream/pkg/telemetry"
+	"github.com/hookstream/hookstream/services/hookstream/internal/process"
+)
+
+// One event for an inaction_within_time campaign gives one connected trace
+// from ingest, through the evaluator, the timer that waited and the
+// evaluator again, to the dispatcher's HTTP attempt; the receiver sees the
+// same trace id in traceparent.
+func TestDevTraceFromIngestToWebhook(t *testing.T) {
+	var mu sync.Mutex
+	var traceparents []string
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		traceparents = append(traceparents, r.Header.Get("traceparent"))
+		mu.Unlock()
+	}))
+	defer recv.Close()
+	dir := t.TempDir()
+	manifests := fmt.Sprintf(`apiVersion: hookstream.dev/v1
+kind: Webhook
+metadata: {name: r}
+spec: {url: %s/hook}
+---
+apiVersion: hookstream.dev/v1
+kind: Campaign
+metadata: {name: cart}
+spec:
+  webhook: r
+  delivery: {type: triggered}
+  trigger: {type: inaction_within_time, action: {event: Added To Cart}, inaction: {event: Charged}, within: 2s}
+  what: {payload: {profileVariables: [Identity]}}
+`, recv.URL)
+	if err := os.WriteFile(filepath.Join(dir, "m.yaml"), []byte(manifests), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	exp := tracetest.NewInMemoryExporter()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	var kafkaAddr string
+	go func() {
+		done <- dev([]string{"--ephemeral", "--kafka-port", "0", "--listen", "127.0.0.1:0", "-f", dir, "--log.level", "error"}, io.Discard, io.Discard, devHooks{
+			ctx: ctx, ready: ready,
+			options: process.Options{Tracing: telemetry.TracingOptions{Exporter: exp, Sampler: sdktrace.AlwaysSample()}},
+			started: func(_ *process.Process, addr string) { kafkaAddr = addr },
+		})
+	}()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("dev: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatal("dev not ready")
+	}
+	cl, err := kafka.NewClient(kafkatest.Config(kafkaAddr), nilLogger(), "test-producer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := kafka.ProduceSync(ctx, cl, &kgo.Record{Topic: "hookstream.events.raw", Key: []byte("u-1"),
+		Value: []byte(`{"type":"event","identity":"u-1","name":"Added To Cart","id":"e-1"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		mu.Lock()
+		n := len(traceparents)
+		mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no webhook arrived")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // the attempt's span ends after the response
+	mu.Lock()
+	tp := traceparents[0]
+	mu.Unlock()
+	parts := strings.Split(tp, "-")
+	if len(parts) != 4 {
+		t.Fatalf("receiver got traceparent %q", tp)
+	}
+	traceID := parts[1]
+	names := map[string]bool{}
+	for _, s := range exp.GetSpans() {
+		if s.SpanContext.TraceID().String() == traceID {
+			names[s.Name] = true
+		}
+	}
+	for _, want := range []string{"ingest.normalize", "evaluator.schedule_timer", "timer.fire", "evaluator.trigger", "dispatcher.deliver"} {
+		if !names[want] {
+			t.Errorf("trace %s has no %q span; it has %v", traceID, want, keys(names))
+		}
+	}
+	var http bool
+	for n := range names {
+		if strings.HasPrefix(n, "HTTP ") || strings.HasPrefix(n, "POST") {
+			http = true
+		}
+	}
+	if !http {
+		t.Errorf("trace %s has no HTTP client span: %v", traceID, keys(names))
+	}
+}
+
+func keys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+func nilLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
