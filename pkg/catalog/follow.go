@@ -35,7 +35,7 @@ func NewFollower(cfg kafka.Config, log *slog.Logger, cat *Catalog) *service.Serv
 	return service.New("catalog",
 		func(ctx context.Context) error {
 			var err error
-			cl, err = kafka.NewClient(cfg, log, "catalog",
+			cl, err = kafka.NewUntracedClient(cfg, log, "catalog",
 				kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {0: kgo.NewOffset().AtStart()}}))
 			if err != nil {
 				return err

@@ -17,8 +17,20 @@ import (
 
 // NewClient returns a franz-go client for cfg with the given extra options
 // (consumer group, topics, ...). component names the client in broker logs
-// and in our own.
+// and in our own. Its records carry trace context and make spans.
 func NewClient(cfg Config, log *slog.Logger, component string, opts ...kgo.Opt) (*kgo.Client, error) {
+	return newClient(cfg, log, component, true, opts...)
+}
+
+// NewUntracedClient is NewClient without tracing, for Hookstream's internal
+// bookkeeping (the catalog, state changelogs and restores, topic admin,
+// stats), whose records are not part of any user's trace and would each
+// start a trace of their own.
+func NewUntracedClient(cfg Config, log *slog.Logger, component string, opts ...kgo.Opt) (*kgo.Client, error) {
+	return newClient(cfg, log, component, false, opts...)
+}
+
+func newClient(cfg Config, log *slog.Logger, component string, traced bool, opts ...kgo.Opt) (*kgo.Client, error) {
 	base := []kgo.Opt{
 		kgo.SeedBrokers(cfg.Brokers...),
 		kgo.ClientID(cfg.ClientID + "-" + component),
@@ -53,9 +65,12 @@ func NewClient(cfg Config, log *slog.Logger, component string, opts ...kgo.Opt) 
 	// W3C trace context in record headers, with publish and receive spans,
 	// through the global tracer provider (a no-op one unless tracing is
 	// configured: see telemetry.NewTracing, which must run first).
-	tracer := kotel.NewTracer(kotel.TracerProvider(otel.GetTracerProvider()), kotel.TracerPropagator(otel.GetTextMapPropagator()), kotel.ClientID(cfg.ClientID+"-"+component))
-	meter := kotel.NewMeter(kotel.MeterProvider(otel.GetMeterProvider()))
-	base = append(base, kgo.WithHooks(kotel.NewKotel(kotel.WithTracer(tracer), kotel.WithMeter(meter)).Hooks()...))
+	kopts := []kotel.Opt{kotel.WithMeter(kotel.NewMeter(kotel.MeterProvider(otel.GetMeterProvider())))}
+	if traced {
+		kopts = append(kopts, kotel.WithTracer(kotel.NewTracer(kotel.TracerProvider(otel.GetTracerProvider()),
+			kotel.TracerPropagator(otel.GetTextMapPropagator()), kotel.ClientID(cfg.ClientID+"-"+component))))
+	}
+	base = append(base, kgo.WithHooks(kotel.NewKotel(kopts...).Hooks()...))
 	cl, err := kgo.NewClient(append(base, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client %s: %w", component, err)

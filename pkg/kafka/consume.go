@@ -34,6 +34,8 @@ type ConsumerConfig struct {
 	// Group is the consumer group, by convention "hookstream-<component>".
 	Group  string
 	Topics []string
+	// Untraced consumes without trace spans (internal bookkeeping).
+	Untraced bool
 	// InstanceID enables static membership so that a restarted pod with the
 	// same id does not cause a rebalance. Empty: dynamic membership.
 	InstanceID string
@@ -103,7 +105,7 @@ func NewConsumer(cfg Config, log *slog.Logger, component string, cc ConsumerConf
 	if cc.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(cc.InstanceID))
 	}
-	cl, err := NewClient(cfg, log, component, append(opts, extra...)...)
+	cl, err := newClient(cfg, log, component, !cc.Untraced, append(opts, extra...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -28,8 +28,11 @@ type Tracing struct {
 
 // TracingOptions override what the standard OTEL_* environment says.
 type TracingOptions struct {
-	// Exporter, when set, receives every span synchronously (tests).
+	// Exporter, when set, receives the spans (tests and benchmarks).
 	Exporter sdktrace.SpanExporter
+	// Sync exports each span as it ends instead of in batches (tests that
+	// read spans right away).
+	Sync bool
 	// Sampler, when set, replaces the one OTEL_TRACES_SAMPLER names.
 	Sampler sdktrace.Sampler
 }
@@ -69,7 +72,7 @@ func NewTracing(ctx context.Context, service string, opts TracingOptions) (*Trac
 		return nil, err
 	}
 	topts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
-	if opts.Exporter != nil {
+	if opts.Sync {
 		topts = append(topts, sdktrace.WithSyncer(exporter))
 	} else {
 		topts = append(topts, sdktrace.WithBatcher(exporter))

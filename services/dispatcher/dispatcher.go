@@ -38,6 +38,9 @@ type Dispatcher struct {
 	m      *metrics
 
 	cl       *kgo.Client
+	// out produces outcome records (deliveries, retry timers, DLQ): not
+	// traced, so that they do not each start a trace of their own.
+	out *kgo.Client
 	tracker  *tracker
 	finisher *finisher
 	batcher  *batcher
@@ -124,14 +127,30 @@ func (d *Dispatcher) starting(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Outcome records are produced asynchronously and must never be given
+	// up on: retry without limit, overriding kafka.NewClient's delivery
+	// timeout.
+	if d.out, err = kafka.NewUntracedClient(d.kcfg, d.log, "dispatcher-outcomes", kgo.RecordDeliveryTimeout(0)); err != nil {
+		return err
+	}
 	d.finisher = newFinisher(d)
 	d.batcher = newBatcher(d)
 	return nil
 }
 
 func (d *Dispatcher) stop(error) error {
+	if d.out != nil {
+		// Let the last outcomes be acknowledged so that they are committed
+		// below; whatever is not is consumed again after the restart.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = d.out.Flush(ctx)
+		cancel()
+	}
 	if d.cl != nil {
 		d.cl.Close() // leaves the group; the revoke callback commits what is done
+	}
+	if d.out != nil {
+		d.out.Close()
 	}
 	d.sp.sender.CloseIdleConnections()
 	return nil

@@ -98,11 +98,11 @@ func (f *finisher) produce(o *outcome) {
 	var left atomic.Int32
 	left.Store(int32(len(o.recs)))
 	for _, r := range o.recs {
-		// The client retries retriable errors forever (kafka.NewClient);
+		// The client retries retriable errors forever (RecordDeliveryTimeout(0) in start);
 		// an error here is final (a record too large, say): it is logged
 		// and the outcome proceeds, so one bad record cannot stop the
 		// dispatcher.
-		f.d.cl.Produce(context.Background(), r, func(r *kgo.Record, err error) {
+		f.d.out.Produce(context.Background(), r, func(r *kgo.Record, err error) {
 			if err != nil {
 				f.d.log.Error("dropping an outcome record that cannot be produced", "topic", r.Topic, "key", string(r.Key), "err", err)
 			}

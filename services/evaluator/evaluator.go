@@ -89,7 +89,7 @@ func (e *Evaluator) Service() *service.Service {
 			if e.db, err = pebble.Open(e.cfg.DataDir, &pebble.Options{Logger: pebbleLogger{e.log}}); err != nil {
 				return fmt.Errorf("open evaluator state %s: %w", e.cfg.DataDir, err)
 			}
-			if e.clog, err = kafka.NewClient(e.kcfg, e.log, "evaluator-changelog", kgo.RecordPartitioner(kgo.ManualPartitioner())); err != nil {
+			if e.clog, err = kafka.NewUntracedClient(e.kcfg, e.log, "evaluator-changelog", kgo.RecordPartitioner(kgo.ManualPartitioner())); err != nil {
 				return err
 			}
 			if err := e.checkPartitions(ctx); err != nil {
@@ -208,7 +208,7 @@ func (e *Evaluator) restoreChangelog(ctx context.Context, from map[int32]kgo.Off
 	for p := range todo {
 		offsets[topic][p] = from[p]
 	}
-	cl, err := kafka.NewClient(e.kcfg, e.log, "evaluator-restore", kgo.ConsumePartitions(offsets), kgo.FetchMaxBytes(64<<20))
+	cl, err := kafka.NewUntracedClient(e.kcfg, e.log, "evaluator-restore", kgo.ConsumePartitions(offsets), kgo.FetchMaxBytes(64<<20))
 	if err != nil {
 		return 0, err
 	}

@@ -151,7 +151,7 @@ func (p *Process) register() {
 func (p *Process) topicsService() *service.Service {
 	cfg := p.Cfg.Kafka
 	return service.New(ModTopics, func(ctx context.Context) error {
-		cl, err := kafka.NewClient(cfg, p.Log, "admin")
+		cl, err := kafka.NewUntracedClient(cfg, p.Log, "admin")
 		if err != nil {
 			return err
 		}
@@ -174,7 +174,7 @@ func (p *Process) applyService() *service.Service {
 		if len(p.Manifests) == 0 {
 			return nil
 		}
-		cl, err := kafka.NewClient(p.Cfg.Kafka, p.Log, "apply")
+		cl, err := kafka.NewUntracedClient(p.Cfg.Kafka, p.Log, "apply")
 		if err != nil {
 			return err
 		}
