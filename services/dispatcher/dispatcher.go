@@ -37,10 +37,10 @@ type Dispatcher struct {
 	jitter func() float64 // in [-1, 1)
 	m      *metrics
 
-	cl       *kgo.Client
+	cl *kgo.Client
 	// out produces outcome records (deliveries, retry timers, DLQ): not
 	// traced, so that they do not each start a trace of their own.
-	out *kgo.Client
+	out      *kgo.Client
 	tracker  *tracker
 	finisher *finisher
 	batcher  *batcher
