@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -90,7 +91,19 @@ type SenderOptions struct {
 	// MaxIdleConnsPerHost is the keep-alive pool per endpoint host,
 	// default 64.
 	MaxIdleConnsPerHost int
+	// SecretDirs are the directories {file: PATH} secret references may
+	// read from (symbolic links resolved); default DefaultSecretDirs. A
+	// manifest cannot make the dispatcher read any other file.
+	SecretDirs []string
 }
+
+// DefaultSecretDirs are where Kubernetes mounts secrets and Hookstream's
+// own secrets directory.
+var DefaultSecretDirs = []string{"/var/run/secrets", "/etc/hookstream/secrets"}
+
+// ErrSecretPath is returned for a secret file outside the allowed
+// directories.
+var ErrSecretPath = errors.New("secret file is outside the allowed secret directories")
 
 // NewSender returns a sender whose dialer refuses private, loopback,
 // link-local, CGNAT and metadata addresses unless allowPrivate. The check is
@@ -261,7 +274,7 @@ func (s *Sender) request(ctx context.Context, wh *manifest.Webhook, a Attempt) (
 		h["Traceparent"] = []string{a.Traceparent}
 	}
 	if sg := wh.Spec.Signing; sg != nil {
-		secret, err := ResolveSecret(sg.SecretRef)
+		secret, err := s.secret(sg.SecretRef)
 		if err != nil {
 			return nil, fmt.Errorf("signing secret: %w", err)
 		}
@@ -274,13 +287,13 @@ func (s *Sender) request(ctx context.Context, wh *manifest.Webhook, a Attempt) (
 	if au := wh.Spec.Auth; au != nil {
 		switch {
 		case au.Basic != nil:
-			pw, err := ResolveSecret(au.Basic.PasswordRef)
+			pw, err := s.secret(au.Basic.PasswordRef)
 			if err != nil {
 				return nil, fmt.Errorf("basic auth password: %w", err)
 			}
 			req.SetBasicAuth(au.Basic.Username, pw)
 		case au.Bearer != nil:
-			tok, err := ResolveSecret(au.Bearer.TokenRef)
+			tok, err := s.secret(au.Bearer.TokenRef)
 			if err != nil {
 				return nil, fmt.Errorf("bearer token: %w", err)
 			}
@@ -338,8 +351,46 @@ func Sign(secret, id string, ts time.Time, body []byte) (string, error) {
 	return "v1," + base64.StdEncoding.EncodeToString(mac.Sum(nil)), nil
 }
 
+// secret resolves a reference, refusing files outside the allowed
+// directories.
+func (s *Sender) secret(r manifest.SecretRef) (string, error) {
+	if r.File != "" {
+		dirs := s.opts.SecretDirs
+		if len(dirs) == 0 {
+			dirs = DefaultSecretDirs
+		}
+		if err := CheckSecretPath(r.File, dirs); err != nil {
+			return "", err
+		}
+	}
+	return ResolveSecret(r)
+}
+
+// CheckSecretPath reports whether path, with symbolic links resolved, is
+// inside one of dirs.
+func CheckSecretPath(path string, dirs []string) error {
+	if !filepath.IsAbs(path) {
+		return fmt.Errorf("%w: %s is not an absolute path", ErrSecretPath, path)
+	}
+	real, err := filepath.EvalSymlinks(filepath.Clean(path))
+	if err != nil {
+		return fmt.Errorf("secret file: %w", err)
+	}
+	for _, d := range dirs {
+		rd, err := filepath.EvalSymlinks(filepath.Clean(d))
+		if err != nil {
+			continue
+		}
+		if rel, err := filepath.Rel(rd, real); err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %s (allowed: %s)", ErrSecretPath, path, strings.Join(dirs, ", "))
+}
+
 // ResolveSecret reads a secret reference: an environment variable or a
-// file (trailing newline trimmed).
+// file (trailing newline trimmed). It does not restrict paths: senders go
+// through CheckSecretPath first.
 func ResolveSecret(r manifest.SecretRef) (string, error) {
 	switch {
 	case r.Env != "":

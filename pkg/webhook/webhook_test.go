@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -429,5 +431,44 @@ func TestMembers(t *testing.T) {
 		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
 			t.Errorf("members(%q) = %v, want %v", tc.in, got, tc.want)
 		}
+	}
+}
+
+// A manifest cannot make the sender read files outside its secret
+// directories, also through a symbolic link or "..".
+func TestSecretFilesOnlyFromAllowedDirectories(t *testing.T) {
+	allowed, other := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(allowed, "token"), []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(other, "passwd"), []byte("root:x:0:0"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(other, "passwd"), filepath.Join(allowed, "link")); err != nil {
+		t.Fatal(err)
+	}
+	dirs := []string{allowed}
+	for path, ok := range map[string]bool{
+		filepath.Join(allowed, "token"):                              true,
+		filepath.Join(other, "passwd"):                               false,
+		filepath.Join(allowed, "..", filepath.Base(other), "passwd"): false,
+		filepath.Join(allowed, "link"):                               false,
+		"token":                                                      false,
+		"/etc/passwd":                                                false,
+	} {
+		err := CheckSecretPath(path, dirs)
+		if ok != (err == nil) {
+			t.Errorf("CheckSecretPath(%s) = %v, want allowed=%v", path, err, ok)
+		}
+		if !ok && err != nil && !errors.Is(err, ErrSecretPath) && !os.IsNotExist(errors.Unwrap(err)) {
+			t.Errorf("CheckSecretPath(%s): %v does not say why", path, err)
+		}
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer srv.Close()
+	wh := &manifest.Webhook{Spec: manifest.WebhookSpec{URL: srv.URL, Auth: &manifest.Auth{Bearer: &manifest.BearerAuth{TokenRef: manifest.SecretRef{File: filepath.Join(other, "passwd")}}}}}
+	res := NewSenderWithOptions(SenderOptions{AllowPrivateNetworks: true, SecretDirs: dirs}).Send(context.Background(), wh, Attempt{ID: "x", Timestamp: time.Now()})
+	if !errors.Is(res.Err, ErrSecretPath) {
+		t.Fatalf("sending with a secret outside the allowed directories: %v", res.Err)
 	}
 }

@@ -21,6 +21,9 @@ type Config struct {
 	// private and link-local addresses. Off by default (SSRF guard);
 	// `hookstream dev` turns it on.
 	AllowPrivateNetworks bool `yaml:"allow_private_networks"`
+	// SecretDirs are the directories that {file: PATH} secret references
+	// may read, default /var/run/secrets and /etc/hookstream/secrets.
+	SecretDirs flagvalue.Strings `yaml:"secret_dirs"`
 	// AllowedNetworks are CIDR exceptions to the SSRF guard (an internal
 	// CRM, say), checked against the dialled address. Empty by default.
 	AllowedNetworks flagvalue.Strings `yaml:"allowed_networks"`
@@ -73,6 +76,8 @@ type Config struct {
 // RegisterFlags registers the flags under prefix "dispatcher.".
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.BoolVar(&c.AllowPrivateNetworks, "dispatcher.allow-private-networks", false, "Allow webhooks to loopback, private, link-local and metadata addresses.")
+	c.SecretDirs = flagvalue.Strings{"/var/run/secrets", "/etc/hookstream/secrets"}
+	fs.Var(&c.SecretDirs, "dispatcher.secret-dirs", "Comma-separated directories that {file: PATH} secret references may read.")
 	fs.Var(&c.AllowedNetworks, "dispatcher.allowed-networks", "Comma-separated CIDRs the SSRF guard lets through.")
 	fs.IntVar(&c.FollowRedirects, "dispatcher.follow-redirects", 0, "Redirects a webhook request follows (0: none).")
 	c.DedupeTTL = duration.Duration(7 * 24 * time.Hour)

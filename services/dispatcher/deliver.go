@@ -40,6 +40,7 @@ func newSendPath(cfg Config, log *slog.Logger, rdb *redis.Client) *sendPath {
 		renderer: webhook.NewRendererWithLimits(webhook.RenderLimits{Timeout: cfg.RenderTimeout.Std()}),
 		sender: webhook.NewSenderWithOptions(webhook.SenderOptions{
 			AllowPrivateNetworks: cfg.AllowPrivateNetworks, AllowedNetworks: allowed, FollowRedirects: cfg.FollowRedirects,
+			SecretDirs: cfg.SecretDirs,
 		}),
 	}
 }

@@ -69,6 +69,7 @@ func dev(args []string, stdout, stderr io.Writer, hooks devHooks) error {
 	cfg.Log.Level, cfg.Log.Format = *logLevel, *logFormat
 	cfg.Server.ListenAddress = *listen
 	cfg.Dispatcher.AllowPrivateNetworks = true // the dev receiver is on loopback
+	cfg.Dispatcher.SecretDirs = []string{"/"}  // the user's own machine: secret files anywhere
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
