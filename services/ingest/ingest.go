@@ -184,7 +184,7 @@ func (i *Ingest) normalizeChunk(c *chunk, recs []*kgo.Record) {
 		var trace []kgo.RecordHeader // shared by every output of r
 		var span oteltrace.Span
 		ctx := r.Context
-		if ctx != nil && oteltrace.SpanFromContext(ctx).IsRecording() {
+		if ctx != nil && oteltrace.SpanContextFromContext(ctx).IsSampled() {
 			ctx, span = i.tracer.Start(ctx, "ingest.normalize", oteltrace.WithAttributes(attribute.String("source", "kafka")))
 		} else if len(r.Headers) > 0 {
 			trace = traceHeaders(r.Headers)
