@@ -168,6 +168,7 @@ func (e *Evaluator) restore(ctx context.Context, assigned map[string]map[int32]k
 	if err != nil {
 		return nil, fmt.Errorf("restore changelog: %w", err)
 	}
+	e.restored.Add(ctx, 0) // the series exists from the first assignment on
 	for p := range parts {
 		off, err := e.readInt(offsetKey(p))
 		if err != nil {

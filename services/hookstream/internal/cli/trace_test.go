@@ -63,7 +63,7 @@ spec:
 	go func() {
 		done <- dev([]string{"--ephemeral", "--kafka-port", "0", "--listen", "127.0.0.1:0", "-f", dir, "--log.level", "error"}, io.Discard, io.Discard, devHooks{
 			ctx: ctx, ready: ready,
-			options: process.Options{Tracing: telemetry.TracingOptions{Exporter: exp, Sampler: sdktrace.AlwaysSample()}},
+			options: process.Options{Tracing: telemetry.TracingOptions{Exporter: exp, Sync: true, Sampler: sdktrace.AlwaysSample()}},
 			started: func(_ *process.Process, addr string) { kafkaAddr = addr },
 		})
 	}()
@@ -112,6 +112,21 @@ spec:
 			names[s.Name] = true
 		}
 	}
+	if t.Failed() {
+		return
+	}
+	defer func() {
+		if t.Failed() {
+			byTrace := map[string][]string{}
+			for _, s := range exp.GetSpans() {
+				id := s.SpanContext.TraceID().String()
+				byTrace[id] = append(byTrace[id], s.Name+"<-"+s.Parent.SpanID().String()+"/"+s.SpanContext.SpanID().String())
+			}
+			for id, names := range byTrace {
+				t.Logf("trace %s: %v", id, names)
+			}
+		}
+	}()
 	for _, want := range []string{"ingest.normalize", "evaluator.schedule_timer", "timer.fire", "evaluator.trigger", "dispatcher.deliver"} {
 		if !names[want] {
 			t.Errorf("trace %s has no %q span; it has %v", traceID, want, keys(names))
