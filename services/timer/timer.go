@@ -4,28 +4,72 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sort"
-	"strconv"
+	"math"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hookstream/hookstream/pkg/kafka"
+	"github.com/hookstream/hookstream/pkg/manifest"
 	"github.com/hookstream/hookstream/pkg/service"
 	hookstreamv1 "github.com/hookstream/hookstream/proto/hookstream/v1"
 )
 
-// Headers on every fired record, so that consumers can tell a timer's
-// intended time from when it fired and apply their lateness rules.
+// Headers on every fired record and run marker, so that consumers can tell
+// a timer's intended time from when it fired and apply their lateness rules.
 const (
 	HeaderTimerID      = "hookstream-timer-id"
 	HeaderTimerDueMs   = "hookstream-timer-due-ms"
 	HeaderTimerFiredMs = "hookstream-timer-fired-ms"
+	// HeaderIfVersion marks the timer service's own records on the timers
+	// topic (fired markers, clean-up tombstones, restatements) as
+	// conditional: they were written for the timer state from the record at
+	// this offset and take effect only if no command of another writer
+	// came after it. See docs/timers.md.
+	HeaderIfVersion = "hookstream-timer-if-version"
 )
+
+// Owners of the records the timer service writes to the timers topic.
+const (
+	// OwnerFired is the owner of a fired marker: a TimerCommand with the
+	// fired timer's id and due time and no destination.
+	OwnerFired = "timer.fired"
+	// OwnerSchedule is the owner of a scheduled campaign's progress record.
+	OwnerSchedule = "timer.schedule"
+)
+
+// RunKeyPrefix starts the keys of scheduled-campaign progress records on the
+// timers topic ("hookstream.run/<campaign>"); timer ids must not start with
+// it.
+const RunKeyPrefix = "hookstream.run/"
+
+// Campaigns is what the timer service reads of the catalog to emit the run
+// markers of scheduled campaigns. *catalog.Catalog implements it; it must be
+// safe for concurrent use.
+type Campaigns interface {
+	// Campaigns returns every campaign; the objects must not be modified.
+	Campaigns() []*manifest.Campaign
+	// Version changes whenever the set of campaigns may have.
+	Version() int64
+}
+
+// AppliedAtFunc reports when a campaign's generation was applied (the
+// timestamp of its record on the campaigns topic), false when not known yet.
+type AppliedAtFunc func(campaign string, generation int64) (time.Time, bool)
+
+// Option changes a Service.
+type Option func(*Service)
+
+// WithAppliedAt replaces the campaigns-topic reader that tells when each
+// campaign generation was applied (tests use it with a fake clock).
+func WithAppliedAt(f AppliedAtFunc) Option { return func(s *Service) { s.appliedAt = f } }
 
 // Service is the timer service.
 type Service struct {
@@ -34,32 +78,101 @@ type Service struct {
 	topics kafka.Topics
 	log    *slog.Logger
 	now    func() time.Time
-	store  *store
-	cons   *kafka.Consumer
-	tomb   *kgo.Client // produces tombstones to an explicit partition
+	cat    Campaigns
 
-	mu    sync.Mutex // orders applying commands against firing
-	owned map[int32]bool
-	wake  chan struct{}
+	store *store
+	cons  *kafka.Consumer
+	// direct produces the service's own records to explicit partitions of
+	// the timers topic, untraced (bookkeeping, part of no user's trace);
+	// runCl produces run markers to explicit partitions of the events topic.
+	direct *kgo.Client
+	runCl  *kgo.Client
+	tracer trace.Tracer
+	// produceDirect produces through direct and waits for the acks.
+	produceDirect func(ctx context.Context, recs ...*kgo.Record) error
+	index         *appliedIndex
+	// appliedAt is index.lookup unless replaced by WithAppliedAt.
+	appliedAt AppliedAtFunc
+
+	// mu orders applying commands against firing, emitting and sweeping;
+	// everything below is guarded by it.
+	mu    sync.Mutex
+	parts map[int32]*partition
+	runs  runState
+	// firing holds the versions of the timers being fired; apply removes a
+	// timer it changes, so that firing does not overwrite the change.
+	firing map[timerKey]int64
+
+	// counts are the pending timers per owned partition, for the gauge.
+	countMu sync.Mutex
+	counts  map[int32]int64
+
+	wake chan struct{}
+	// hook, when set (tests), is called without mu at named points:
+	// "fire" between producing payloads and fired markers, "sweep" before
+	// producing clean-up tombstones.
+	hook func(point string)
 
 	fired    metric.Int64Counter
 	lateHist metric.Float64Histogram
+	runsOut  metric.Int64Counter
+	restated metric.Int64Counter
 }
 
-// New returns a timer service; now is its clock (time.Now when nil).
-func New(cfg Config, kcfg kafka.Config, log *slog.Logger, meter metric.Meter, now func() time.Time) (*Service, error) {
+// partition is an owned partition of the timers topic.
+type partition struct {
+	// next is the next offset to apply (-1: the store never saw it).
+	next int64
+	// target is the end offset when the partition was assigned (-1 until
+	// known); the partition fires nothing until it has applied up to it, so
+	// that a stale store never fires a timer cancelled or moved since.
+	target int64
+	ready  bool
+	// stalled counts ticks without progress while behind target.
+	stalled  int
+	lastNext int64
+	// low holds, per time index ('d', 'x'), a time below which the index
+	// is empty: scans start there.
+	low map[byte]int64
+	// written holds, per time index, the earliest time indexed since the
+	// current scan of it began, so that raising low once the scanned
+	// entries are handled never skips an entry written meanwhile.
+	written map[byte]int64
+}
+
+func newPartition(next int64) *partition {
+	return &partition{next: next, target: -1, lastNext: next, low: map[byte]int64{}, written: map[byte]int64{}}
+}
+
+// New returns a timer service. cat gives the scheduled campaigns (nil: no
+// run markers); now is its clock (time.Now when nil).
+func New(cfg Config, kcfg kafka.Config, log *slog.Logger, meter metric.Meter, cat Campaigns, now func() time.Time, opts ...Option) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	if now == nil {
 		now = time.Now
 	}
-	s := &Service{cfg: cfg, kcfg: kcfg, topics: kcfg.Topics(), log: log.With("component", "timer"), now: now, owned: map[int32]bool{}, wake: make(chan struct{}, 1)}
+	s := &Service{
+		cfg: cfg, kcfg: kcfg, topics: kcfg.Topics(), log: log.With("component", "timer"), now: now, cat: cat, tracer: kafka.Tracer("timer"),
+		parts: map[int32]*partition{}, counts: map[int32]int64{}, wake: make(chan struct{}, 1), firing: map[timerKey]int64{},
+	}
+	s.runs.init()
+	s.produceDirect = func(ctx context.Context, recs ...*kgo.Record) error { return kafka.ProduceSync(ctx, s.direct, recs...) }
+	for _, o := range opts {
+		o(s)
+	}
 	var err error
 	if s.fired, err = meter.Int64Counter("hookstream_timers_fired_total", metric.WithDescription("Timers fired.")); err != nil {
 		return nil, err
 	}
 	if s.lateHist, err = meter.Float64Histogram("hookstream_timer_fire_lateness_seconds", metric.WithDescription("How long after its due time a timer fired."), metric.WithUnit("s")); err != nil {
+		return nil, err
+	}
+	if s.runsOut, err = meter.Int64Counter("hookstream_timer_runs_total", metric.WithDescription("Scheduled-campaign run markers emitted (one per run and partition).")); err != nil {
+		return nil, err
+	}
+	if s.restated, err = meter.Int64Counter("hookstream_timer_restated_total", metric.WithDescription("Timer states written again because a conditional record lost a race.")); err != nil {
 		return nil, err
 	}
 	_, err = meter.Int64ObservableGauge("hookstream_timers_pending", metric.WithDescription("Timers waiting, in this process's partitions."),
@@ -72,41 +185,95 @@ func New(cfg Config, kcfg kafka.Config, log *slog.Logger, meter metric.Meter, no
 
 // Service returns the timer service's lifecycle.
 func (s *Service) Service() *service.Service {
-	return service.New("timer",
-		func(ctx context.Context) error {
-			var err error
-			if s.store, err = openStore(s.cfg.DataDir); err != nil {
-				return err
-			}
-			if s.tomb, err = kafka.NewClient(s.kcfg, s.log, "timer-tombstones", kgo.RecordPartitioner(kgo.ManualPartitioner())); err != nil {
-				return err
-			}
-			s.cons, err = kafka.NewConsumer(s.kcfg, s.log, "timer", kafka.ConsumerConfig{
-				Group: "hookstream-timer", Topics: []string{s.topics.Timers}, InstanceID: s.cfg.InstanceID,
-				OnAssigned: s.assigned, OnRevoked: s.revoked,
-			}, s.apply, kgo.AdjustFetchOffsetsFn(s.localOffsets))
+	return service.New("timer", s.starting, s.running, s.stopping)
+}
+
+func (s *Service) starting(ctx context.Context) error {
+	st, reset, err := openStore(s.cfg.DataDir, s.log)
+	if err != nil {
+		return err
+	}
+	s.store = st
+	if reset {
+		s.log.Warn("timer state had another layout; emptied it, rebuilding from the timers topic", "dir", s.cfg.DataDir)
+	}
+	if s.direct, err = kafka.NewUntracedClient(s.kcfg, s.log, "timer-direct", kgo.RecordPartitioner(kgo.ManualPartitioner())); err != nil {
+		return err
+	}
+	if s.runCl, err = kafka.NewClient(s.kcfg, s.log, "timer-runs", kgo.RecordPartitioner(kgo.ManualPartitioner())); err != nil {
+		return err
+	}
+	if err := s.checkPartitions(ctx); err != nil {
+		return err
+	}
+	if s.cat != nil && s.appliedAt == nil {
+		if s.index, err = newAppliedIndex(s.kcfg, s.log); err != nil {
 			return err
-		},
-		func(ctx context.Context) error {
-			var wg sync.WaitGroup
-			wg.Add(1)
-			go func() { defer wg.Done(); s.fireLoop(ctx) }()
-			err := s.cons.Run(ctx)
-			wg.Wait()
-			return err
-		},
-		func(error) error {
-			if s.cons != nil {
-				s.cons.Close()
-			}
-			if s.tomb != nil {
-				s.tomb.Close()
-			}
-			if s.store != nil {
-				return s.store.db.Close()
-			}
-			return nil
-		})
+		}
+		s.appliedAt = s.index.lookup
+	}
+	s.cons, err = kafka.NewConsumer(s.kcfg, s.log, "timer", kafka.ConsumerConfig{
+		Group: "hookstream-timer", Topics: []string{s.topics.Timers}, InstanceID: s.cfg.InstanceID,
+		OnAssigned: s.assigned, OnRevoked: s.revoked,
+	}, s.apply, kgo.AdjustFetchOffsetsFn(s.localOffsets),
+		// An empty fetch (kfake answers one when starting inside a
+		// compacted gap) should not hold a rebuild up for the default 5s.
+		kgo.FetchMaxWait(time.Second))
+	return err
+}
+
+func (s *Service) running(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); s.loop(ctx) }()
+	if s.index != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.index.run(ctx) }()
+	}
+	err := s.cons.Run(ctx)
+	wg.Wait()
+	return err
+}
+
+func (s *Service) stopping(error) error {
+	if s.cons != nil {
+		s.cons.Close()
+	}
+	if s.index != nil {
+		s.index.close()
+	}
+	if s.direct != nil {
+		s.direct.Close()
+	}
+	if s.runCl != nil {
+		s.runCl.Close()
+	}
+	if s.store != nil {
+		return s.store.db.Close()
+	}
+	return nil
+}
+
+// checkPartitions makes sure that partition p of the timers topic can stand
+// for partition p of the events topic: run markers go to the partition of
+// the same number, so the two must have the same count.
+func (s *Service) checkPartitions(ctx context.Context) error {
+	td, err := kadm.NewClient(s.direct).ListTopics(ctx, s.topics.Timers, s.topics.Events)
+	if err != nil {
+		return fmt.Errorf("describe topics: %w", err)
+	}
+	var n [2]int
+	for i, t := range []string{s.topics.Timers, s.topics.Events} {
+		d, ok := td[t]
+		if !ok || d.Err != nil {
+			return fmt.Errorf("topic %s: missing (%v)", t, d.Err)
+		}
+		n[i] = len(d.Partitions)
+	}
+	if n[0] != n[1] {
+		return fmt.Errorf("topics %s (%d partitions) and %s (%d) must have the same partition count", s.topics.Timers, n[0], s.topics.Events, n[1])
+	}
+	return nil
 }
 
 // localOffsets starts each assigned partition where the local store left
@@ -117,12 +284,9 @@ func (s *Service) localOffsets(_ context.Context, m map[string]map[int32]kgo.Off
 		for p := range ps {
 			off, err := s.store.offset(p)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("local offset of partition %d: %w", p, err)
 			}
-			if off < 0 {
-				off = 0
-			}
-			m[t][p] = kgo.NewOffset().At(off)
+			m[t][p] = kgo.NewOffset().At(max(off, 0))
 		}
 	}
 	return m, nil
@@ -131,49 +295,152 @@ func (s *Service) localOffsets(_ context.Context, m map[string]map[int32]kgo.Off
 func (s *Service) assigned(_ context.Context, _ *kgo.Client, m map[string][]int32) {
 	s.mu.Lock()
 	for _, p := range m[s.topics.Timers] {
-		s.owned[p] = true
+		next, err := s.store.offset(p)
+		if err != nil {
+			s.log.Error("reading local offset", "partition", p, "err", err)
+		}
+		n, err := s.store.pending(p)
+		if err != nil {
+			s.log.Error("reading pending count", "partition", p, "err", err)
+		}
+		s.parts[p] = newPartition(next)
+		s.countMu.Lock()
+		s.counts[p] = n
+		s.countMu.Unlock()
 	}
 	s.mu.Unlock()
+	s.log.Info("partitions assigned", "partitions", m[s.topics.Timers])
 	s.poke()
 }
 
 func (s *Service) revoked(_ context.Context, _ *kgo.Client, m map[string][]int32) {
 	s.mu.Lock()
 	for _, p := range m[s.topics.Timers] {
-		delete(s.owned, p)
+		delete(s.parts, p)
+		s.runs.forget(p)
+		s.countMu.Lock()
+		delete(s.counts, p)
+		s.countMu.Unlock()
 	}
 	s.mu.Unlock()
+	s.log.Info("partitions revoked", "partitions", m[s.topics.Timers])
 }
 
-// apply stores a batch of timer commands and their offsets in one batch.
-func (s *Service) apply(_ context.Context, recs []*kgo.Record) error {
+// refreshPartitions learns the end offsets of newly assigned partitions and
+// marks the ones that have caught up as ready to fire. ticked says that a
+// tick (not a wake-up) called it, for the stall count.
+func (s *Service) refreshPartitions(ctx context.Context, ticked bool) {
+	s.mu.Lock()
+	var unknown []int32
+	for p, ps := range s.parts {
+		if ps.target < 0 {
+			unknown = append(unknown, p)
+		}
+	}
+	s.mu.Unlock()
+	var ends kadm.ListedOffsets
+	if len(unknown) > 0 {
+		var err error
+		if ends, err = kadm.NewClient(s.direct).ListEndOffsets(ctx, s.topics.Timers); err != nil {
+			s.log.Warn("listing end offsets of the timers topic; will retry", "err", err)
+			ends = nil
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	b := s.store.db.NewIndexedBatch()
-	defer b.Close()
-	for _, r := range recs {
-		id := string(r.Key)
-		if r.Value == nil {
-			if err := remove(b, r.Partition, id); err != nil {
-				return err
-			}
-		} else {
-			var c hookstreamv1.TimerCommand
-			if err := proto.Unmarshal(r.Value, &c); err != nil || c.Id != id {
-				s.log.Error("skipping bad timer command", "partition", r.Partition, "offset", r.Offset, "err", err)
-			} else if err := put(b, r.Partition, &c, r.Value); err != nil {
-				return err
+	for p, ps := range s.parts {
+		if ps.target < 0 {
+			if o, ok := ends.Lookup(s.topics.Timers, p); ok && o.Err == nil {
+				ps.target = o.Offset
+			} else {
+				continue
 			}
 		}
-		if err := setOffset(b, r.Partition, r.Offset+1); err != nil {
-			return err
+		if ps.ready {
+			continue
+		}
+		switch {
+		case max(ps.next, 0) >= ps.target:
+			ps.ready = true
+			s.log.Info("partition caught up; firing", "partition", p, "offset", ps.next)
+		case !ticked:
+		case ps.next == ps.lastNext:
+			// Compaction can remove the records at the very end of the
+			// log, so the end offset may never be reached: a partition
+			// that stops advancing for stallAfter is taken as caught up.
+			if ps.stalled++; time.Duration(ps.stalled)*s.cfg.Tick.Std() >= stallAfter {
+				ps.ready = true
+				s.log.Warn("partition stopped short of its end offset; firing", "partition", p, "offset", ps.next, "end", ps.target)
+			}
+		default:
+			ps.stalled, ps.lastNext = 0, ps.next
 		}
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("store timers: %w", err)
+}
+
+// stallAfter is how long without progress makes a partition that is behind
+// its end offset count as caught up (counted in ticks, not clock time).
+const stallAfter = 30 * time.Second
+
+// readyParts returns the owned partitions that may fire, in order. Call
+// with mu held.
+func (s *Service) readyParts() []int32 {
+	out := make([]int32, 0, len(s.parts))
+	for p, ps := range s.parts {
+		if ps.ready {
+			out = append(out, p)
+		}
 	}
-	s.poke()
-	return nil
+	slices.Sort(out)
+	return out
+}
+
+// committed takes in what a committed writer changed: the pending counts
+// and the earliest times it indexed. Call with mu held.
+func (s *Service) committed(w *writer, counts map[int32]int64) {
+	for k, at := range w.low {
+		if ps := s.parts[k.p]; ps != nil {
+			ps.low[k.kind] = min(ps.low[k.kind], at)
+			if v, ok := ps.written[k.kind]; ok {
+				ps.written[k.kind] = min(v, at)
+			}
+		}
+	}
+	s.setCounts(counts)
+}
+
+// beginScan notes that a scan of index kind of p starts. Call with mu held.
+func (s *Service) beginScan(p int32, kind byte) {
+	if ps := s.parts[p]; ps != nil {
+		ps.written[kind] = math.MaxInt64
+	}
+}
+
+// raiseLow moves the start of the scans of index kind of p up to at, the
+// time before which the last scan found nothing left to handle, but never
+// past an entry written since that scan began. Call with mu held.
+func (s *Service) raiseLow(p int32, kind byte, at int64) {
+	ps := s.parts[p]
+	if ps == nil {
+		return
+	}
+	if v, ok := ps.written[kind]; ok {
+		at = min(at, v)
+	}
+	ps.low[kind] = max(ps.low[kind], at)
+}
+
+func (s *Service) setCounts(counts map[int32]int64) {
+	if len(counts) == 0 {
+		return
+	}
+	s.countMu.Lock()
+	for p, n := range counts {
+		if _, ok := s.counts[p]; ok {
+			s.counts[p] = n
+		}
+	}
+	s.countMu.Unlock()
 }
 
 func (s *Service) poke() {
@@ -183,111 +450,35 @@ func (s *Service) poke() {
 	}
 }
 
-// fireLoop fires due timers until ctx ends, at most FireRate per second.
-func (s *Service) fireLoop(ctx context.Context) {
-	tick := time.NewTicker(s.cfg.Tick.Std())
-	defer tick.Stop()
-	perTick := max(1, int(float64(s.cfg.FireRate)*s.cfg.Tick.Std().Seconds()))
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		case <-s.wake:
-		}
-		if err := s.fireDue(context.WithoutCancel(ctx), perTick); err != nil {
-			s.log.Error("firing timers failed; will retry", "err", err)
-		}
-	}
-}
-
-// fireDue fires up to limit due timers: their payloads first, then their
-// tombstones, then removes them locally. A crash in between fires again
-// (consumers deduplicate by id) rather than losing a timer.
-func (s *Service) fireDue(ctx context.Context, limit int) error {
+// readyPartitions counts the owned partitions that have caught up.
+func (s *Service) readyPartitions() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := s.now()
-	parts := make([]int32, 0, len(s.owned))
-	for p := range s.owned {
-		parts = append(parts, p)
-	}
-	sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
-	type due struct {
-		p int32
-		c *hookstreamv1.TimerCommand
-	}
-	var all []due
-	for _, p := range parts {
-		cs, err := s.store.due(p, now.UnixMilli(), limit)
-		if err != nil {
-			return err
-		}
-		for _, c := range cs {
-			all = append(all, due{p, c})
-		}
-	}
-	if len(all) == 0 {
-		return nil
-	}
-	sort.SliceStable(all, func(i, j int) bool { return all[i].c.DueMs < all[j].c.DueMs })
-	if len(all) > limit {
-		all = all[:limit]
-	}
-	out := make([]*kgo.Record, 0, len(all))
-	tombs := make([]*kgo.Record, 0, len(all))
-	firedMs := strconv.FormatInt(now.UnixMilli(), 10)
-	for _, d := range all {
-		out = append(out, &kgo.Record{Topic: d.c.DestinationTopic, Key: d.c.DestinationKey, Value: d.c.Payload, Headers: []kgo.RecordHeader{
-			{Key: HeaderTimerID, Value: []byte(d.c.Id)},
-			{Key: HeaderTimerDueMs, Value: []byte(strconv.FormatInt(d.c.DueMs, 10))},
-			{Key: HeaderTimerFiredMs, Value: []byte(firedMs)},
-		}})
-		tombs = append(tombs, &kgo.Record{Topic: s.topics.Timers, Partition: d.p, Key: []byte(d.c.Id)})
-	}
-	if err := kafka.ProduceSync(ctx, s.cons.Client(), out...); err != nil {
-		return err
-	}
-	if err := kafka.ProduceSync(ctx, s.tomb, tombs...); err != nil {
-		return err
-	}
-	b := s.store.db.NewIndexedBatch()
-	defer b.Close()
-	for _, d := range all {
-		s.lateHist.Record(ctx, now.Sub(time.UnixMilli(d.c.DueMs)).Seconds())
-		cur, err := get(b, d.p, d.c.Id)
-		if err != nil {
-			return err
-		}
-		if cur != nil && cur.DueMs == d.c.DueMs {
-			if err := remove(b, d.p, d.c.Id); err != nil {
-				return err
-			}
-		}
-	}
-	s.fired.Add(ctx, int64(len(all)))
-	return b.Commit(pebble.Sync)
+	return len(s.readyParts())
 }
 
-// Pending counts the timers in the partitions this process owns.
+// Pending counts the timers in the partitions this process owns. It is
+// O(partitions): the counts are kept with every batch.
 func (s *Service) Pending() int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.store == nil {
-		return 0
-	}
+	s.countMu.Lock()
+	defer s.countMu.Unlock()
 	var n int64
-	for p := range s.owned {
-		c, err := s.store.pending(p)
-		if err == nil {
-			n += c
-		}
+	for _, c := range s.counts {
+		n += c
 	}
 	return n
 }
 
-// Schedule returns the record that schedules (or moves) a timer.
+// Schedule returns the record that schedules (or moves) a timer. The id
+// must not be empty nor start with RunKeyPrefix, and the destination topic
+// is required.
 func Schedule(topics kafka.Topics, c *hookstreamv1.TimerCommand) (*kgo.Record, error) {
+	switch {
+	case c.Id == "" || strings.HasPrefix(c.Id, RunKeyPrefix):
+		return nil, fmt.Errorf("timer id %q: must be set and not start with %q", c.Id, RunKeyPrefix)
+	case c.DestinationTopic == "":
+		return nil, fmt.Errorf("timer %q: destination_topic is required", c.Id)
+	}
 	v, err := proto.Marshal(c)
 	if err != nil {
 		return nil, err

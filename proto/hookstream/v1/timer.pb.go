@@ -24,8 +24,9 @@ const (
 // TimerCommand is a record value on the compacted {prefix}timers topic, keyed
 // by the timer id. A record schedules (or moves) the timer; a tombstone (null
 // value) cancels it. When the timer is due, the timer service produces
-// payload to destination_topic with destination_key, then writes the
-// tombstone.
+// payload to destination_topic with destination_key, then writes a fired
+// marker (owner "timer.fired") that only takes effect if nothing newer was
+// scheduled for the id (see docs/timers.md).
 type TimerCommand struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
