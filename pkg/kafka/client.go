@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -68,7 +69,9 @@ func newClient(cfg Config, log *slog.Logger, component string, traced bool, opts
 	kopts := []kotel.Opt{kotel.WithMeter(kotel.NewMeter(kotel.MeterProvider(otel.GetMeterProvider())))}
 	if traced {
 		kopts = append(kopts, kotel.WithTracer(kotel.NewTracer(kotel.TracerProvider(otel.GetTracerProvider()),
-			kotel.TracerPropagator(otel.GetTextMapPropagator()), kotel.ClientID(cfg.ClientID+"-"+component))))
+			kotel.TracerPropagator(otel.GetTextMapPropagator()), kotel.ClientID(cfg.ClientID+"-"+component),
+			// Keys are user identities: personal data stays out of spans.
+			kotel.KeyFormatter(func(*kgo.Record) (string, error) { return "", errKeyOmitted }))))
 	}
 	base = append(base, kgo.WithHooks(kotel.NewKotel(kopts...).Hooks()...))
 	cl, err := kgo.NewClient(append(base, opts...)...)
@@ -92,6 +95,8 @@ func Ping(ctx context.Context, cl *kgo.Client) error {
 		}
 	}
 }
+
+var errKeyOmitted = errors.New("record keys are not recorded in spans")
 
 // quieter demotes franz-go's info logs (connections, metadata, group
 // joins) to debug: they are useful when debugging and noise otherwise.

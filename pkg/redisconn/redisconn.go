@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/hookstream/hookstream/pkg/service"
@@ -41,9 +42,13 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Open returns a client for cfg. It does not dial.
+// Open returns a client for cfg. It does not dial. Its commands make spans
+// through the global tracer provider, without their arguments (keys hold
+// user identities).
 func Open(cfg Config) *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: cfg.Addr, Username: cfg.Username, Password: cfg.Password, DB: cfg.DB})
+	c := redis.NewClient(&redis.Options{Addr: cfg.Addr, Username: cfg.Username, Password: cfg.Password, DB: cfg.DB})
+	_ = redisotel.InstrumentTracing(c, redisotel.WithDBStatement(false))
+	return c
 }
 
 // Embedded is an in-process Redis whose key expiry follows the wall clock

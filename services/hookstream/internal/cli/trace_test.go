@@ -127,6 +127,14 @@ spec:
 			}
 		}
 	}()
+	// No personal data: the user's identity is in no span attribute.
+	for _, s := range exp.GetSpans() {
+		for _, a := range s.Attributes {
+			if strings.Contains(a.Value.Emit(), "u-1") {
+				t.Errorf("span %s carries the identity in %s=%s", s.Name, a.Key, a.Value.Emit())
+			}
+		}
+	}
 	for _, want := range []string{"ingest.normalize", "evaluator.schedule_timer", "timer.fire", "evaluator.trigger", "dispatcher.deliver"} {
 		if !names[want] {
 			t.Errorf("trace %s has no %q span; it has %v", traceID, want, keys(names))
