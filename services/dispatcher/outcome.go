@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -206,7 +208,7 @@ func (d *Dispatcher) suppressed(j *job, reason, detail string) *outcome {
 	del.SuppressionReason = reason
 	del.Error = detail
 	d.m.suppressed.Add(context.Background(), int64(len(j.req.Triggers)), d.m.opts("campaign", j.req.Campaign, "reason", reason))
-	d.log.Debug("suppressed", "campaign", j.req.Campaign, "webhook_id", j.req.WebhookId, "reason", reason)
+	d.log.DebugContext(jobCtx(j), "suppressed", "campaign", j.req.Campaign, "webhook_id", j.req.WebhookId, "reason", reason)
 	o := &outcome{recs: []*kgo.Record{d.deliveryRecord(del)}, done: j.done, acks: j.acks}
 	if reason == reasonWebhookDisabled {
 		o.recs = append(o.recs, d.dlqRecord(del, j.req)) // held for replay, never dropped
@@ -218,7 +220,7 @@ func (d *Dispatcher) suppressed(j *job, reason, detail string) *outcome {
 // id, which names the stage it resumes at.
 func (d *Dispatcher) held(j *job, id string, due time.Time, reason string) *outcome {
 	d.m.delayed.Add(context.Background(), int64(len(j.req.Triggers)), d.m.opts("campaign", j.req.Campaign, "reason", reason))
-	d.log.Debug("delayed", "campaign", j.req.Campaign, "webhook_id", j.req.WebhookId, "reason", reason, "until", due)
+	d.log.DebugContext(jobCtx(j), "delayed", "campaign", j.req.Campaign, "webhook_id", j.req.WebhookId, "reason", reason, "until", due)
 	return &outcome{recs: []*kgo.Record{d.timerRecord(id, due, j.req)}, done: j.done, acks: j.acks}
 }
 
@@ -233,7 +235,7 @@ func (d *Dispatcher) failed(j *job, why string, res *webhook.Result) *outcome {
 		del.ResponseExcerpt = res.Excerpt
 	}
 	d.m.profiles.Add(context.Background(), int64(len(j.req.Triggers)), d.m.opts("campaign", j.req.Campaign, "outcome", "failed"))
-	d.log.Warn("delivery failed", "campaign", j.req.Campaign, "webhook_id", j.req.WebhookId, "attempt", j.req.Attempt, "err", why)
+	d.log.WarnContext(jobCtx(j), "delivery failed", "campaign", j.req.Campaign, "webhook_id", j.req.WebhookId, "attempt", j.req.Attempt, "err", why)
 	return &outcome{recs: []*kgo.Record{d.deliveryRecord(del), d.dlqRecord(del, j.req)}, done: j.done, acks: j.acks}
 }
 
@@ -262,7 +264,7 @@ func (d *Dispatcher) attempted(j *job, wh *manifest.Webhook, res webhook.Result,
 	if res.OK() {
 		count("delivered")
 		if d.log.Enabled(ctx, slog.LevelDebug) {
-			d.log.Debug("delivered", "campaign", j.req.Campaign, "webhook_id", j.req.WebhookId, "attempt", j.req.Attempt, "status", res.Status, "latency", res.Latency)
+			d.log.DebugContext(jobCtx(j), "delivered", "campaign", j.req.Campaign, "webhook_id", j.req.WebhookId, "attempt", j.req.Attempt, "status", res.Status, "latency", res.Latency)
 		}
 		return &outcome{recs: []*kgo.Record{d.deliveryRecord(del)}, done: j.done, acks: j.acks}
 	}
@@ -273,7 +275,7 @@ func (d *Dispatcher) attempted(j *job, wh *manifest.Webhook, res webhook.Result,
 		if why != "" {
 			del.Error += "; " + why
 		}
-		d.log.Warn("delivery failed", "campaign", j.req.Campaign, "webhook", wh.Metadata.Name, "webhook_id", j.req.WebhookId, "attempt", j.req.Attempt, "err", del.Error)
+		d.log.WarnContext(jobCtx(j), "delivery failed", "campaign", j.req.Campaign, "webhook", wh.Metadata.Name, "webhook_id", j.req.WebhookId, "attempt", j.req.Attempt, "err", del.Error)
 		return &outcome{recs: []*kgo.Record{d.deliveryRecord(del), d.dlqRecord(del, j.req)}, done: j.done, acks: j.acks}
 	}
 	if res.Gone() {
@@ -313,7 +315,7 @@ func (d *Dispatcher) attempted(j *job, wh *manifest.Webhook, res webhook.Result,
 	next := proto.Clone(j.req).(*hookstreamv1.DeliveryRequest)
 	next.Attempt++
 	id := "retry:" + j.req.WebhookId + ":" + strconv.FormatInt(j.req.FirstAttemptMs, 10) + ":" + strconv.Itoa(int(next.Attempt))
-	d.log.Debug("delivery will be retried", "campaign", j.req.Campaign, "webhook", wh.Metadata.Name, "webhook_id", j.req.WebhookId,
+	d.log.DebugContext(jobCtx(j), "delivery will be retried", "campaign", j.req.Campaign, "webhook", wh.Metadata.Name, "webhook_id", j.req.WebhookId,
 		"attempt", j.req.Attempt, "err", del.Error, "retry_in", delay)
 	return &outcome{recs: []*kgo.Record{d.deliveryRecord(del), d.timerRecord(id, due, next)}, done: j.done, acks: j.acks}
 }
@@ -333,4 +335,13 @@ func describe(res webhook.Result) string {
 	default:
 		return fmt.Sprintf("endpoint answered %d", res.Status)
 	}
+}
+
+// jobCtx carries the trace of j's trigger, so that its log lines have the
+// trace_id of the trace they belong to.
+func jobCtx(j *job) context.Context {
+	if j.trace == "" {
+		return context.Background()
+	}
+	return otel.GetTextMapPropagator().Extract(context.Background(), propagation.MapCarrier{"traceparent": j.trace})
 }

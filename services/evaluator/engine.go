@@ -61,6 +61,16 @@ type engine struct {
 
 	mu    sync.Mutex
 	index *campaignIndex
+	// ctx is the trace context of the record being applied, for logs.
+	ctx context.Context
+}
+
+// logCtx is the context to log the current record's lines with.
+func (e *engine) logCtx() context.Context {
+	if e.ctx == nil {
+		return context.Background()
+	}
+	return e.ctx
 }
 
 type metrics struct {
@@ -156,6 +166,7 @@ func (e *engine) campaigns() *campaignIndex {
 // apply evaluates one record of the events topic for its user. firedMs is
 // when a timer fired (from the timer service's header), 0 otherwise.
 func (e *engine) apply(u *user, ev *hookstreamv1.Event, out *output) error {
+	e.ctx = out.ctx
 	switch ev.Kind {
 	case hookstreamv1.Event_KIND_PROFILE:
 		return e.onProfile(u, ev, out)
@@ -236,7 +247,7 @@ func (e *engine) onEvent(u *user, ev *hookstreamv1.Event, out *output) error {
 	}
 	if !u.record(&e.cfg, ev, e.now().UnixMilli()) {
 		e.skip("event_names_full", "")
-		e.log.Debug("user has too many event names; event not remembered", "max", e.cfg.MaxEventNames)
+		e.log.DebugContext(e.logCtx(), "user has too many event names; event not remembered", "max", e.cfg.MaxEventNames)
 	}
 	for _, c := range ix.dtpEvent[ev.Name] {
 		if v := condition.Lookup(props, c.Spec.Trigger.Property.Name); v != nil {
@@ -281,7 +292,7 @@ func (e *engine) where(c *manifest.Campaign, cs []manifest.Condition, props map[
 	ok, err := condition.MatchAll(cs, condition.Env{Props: props, Profile: u.Profile(), History: history{u: u, nowMs: at.UnixMilli()}, Now: at})
 	if err != nil {
 		e.skip("condition_error", c.Metadata.Name)
-		e.log.Warn("condition failed", "campaign", c.Metadata.Name, "err", err)
+		e.log.WarnContext(e.logCtx(), "condition failed", "campaign", c.Metadata.Name, "err", err)
 		return false
 	}
 	return ok
@@ -504,7 +515,7 @@ func (e *engine) scheduleDate(u *user, c *manifest.Campaign, value any, ev *hook
 	due, err := dateDue(c.Spec.Trigger, value, u.Profile())
 	if err != nil {
 		e.skip("bad_date_property", c.Metadata.Name)
-		e.log.Debug("date property not usable", "campaign", c.Metadata.Name, "err", err)
+		e.log.DebugContext(e.logCtx(), "date property not usable", "campaign", c.Metadata.Name, "err", err)
 		return
 	}
 	if m := u.campaigns[c.Metadata.Name]; m != nil && m.Pending[""] != nil && m.Pending[""].DueMs == due.UnixMilli() {

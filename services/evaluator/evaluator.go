@@ -380,7 +380,7 @@ func (e *Evaluator) evaluate(ctx context.Context, recs []*kgo.Record) (*batch, [
 		var ev hookstreamv1.Event
 		if err := proto.Unmarshal(r.Value, &ev); err != nil {
 			e.eng.skip("undecodable", "")
-			e.log.Error("skipping undecodable event", "partition", r.Partition, "offset", r.Offset, "err", err)
+			e.log.ErrorContext(r.Context, "skipping undecodable event", "partition", r.Partition, "offset", r.Offset, "err", err)
 			continue
 		}
 		e.eng.m.records.Add(ctx, 1, kindAttrs(ev.Kind))

@@ -13,6 +13,7 @@ import (
 	"github.com/hookstream/hookstream/pkg/app"
 	"github.com/hookstream/hookstream/pkg/kafka"
 	"github.com/hookstream/hookstream/pkg/redisconn"
+	"github.com/hookstream/hookstream/pkg/telemetry"
 	"github.com/hookstream/hookstream/services/dispatcher"
 	"github.com/hookstream/hookstream/services/evaluator"
 	"github.com/hookstream/hookstream/services/ingest"
@@ -91,7 +92,7 @@ func (l LogConfig) Logger() *slog.Logger {
 	lv, _ := l.level()
 	opts := &slog.HandlerOptions{Level: lv}
 	if l.Format == "text" {
-		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+		return slog.New(telemetry.TraceHandler{Handler: slog.NewTextHandler(os.Stderr, opts)})
 	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	return slog.New(telemetry.TraceHandler{Handler: slog.NewJSONHandler(os.Stderr, opts)})
 }
