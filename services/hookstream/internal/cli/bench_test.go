@@ -3,11 +3,8 @@ package cli
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,7 +30,6 @@ func pipelineRate(b *testing.B, n int, tracing telemetry.TracingOptions) float64
 		}
 	}))
 	defer recv.Close()
-	dir := b.TempDir()
 	m := fmt.Sprintf(`apiVersion: hookstream.dev/v1
 kind: Webhook
 metadata: {name: r}
@@ -48,25 +44,9 @@ spec:
   trigger: {type: single_action, action: {event: E, where: [{property: n, op: gte, value: 0}]}}
   what: {payload: {profileVariables: [Identity, Event_properties]}}
 `, recv.URL)
-	if err := os.WriteFile(filepath.Join(dir, "m.yaml"), []byte(m), 0o600); err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	stopped := make(chan error, 1)
-	var addr string
-	go func() {
-		stopped <- dev([]string{"--ephemeral", "--kafka-port", "0", "--listen", "127.0.0.1:0", "-f", dir, "--log.level", "error"}, io.Discard, io.Discard, devHooks{
-			ctx: ctx, ready: ready, options: process.Options{Tracing: tracing},
-			started: func(_ *process.Process, a string) { addr = a },
-		})
-	}()
-	defer func() { cancel(); <-stopped }()
-	select {
-	case <-ready:
-	case err := <-stopped:
-		b.Fatal(err)
-	}
+	d := startInProcessDev(b, m, process.Options{Tracing: tracing})
+	ctx := context.Background()
+	addr := d.kafkaAddr
 	cl, err := kafka.NewClient(kafkatest.Config(addr), nilLogger(), "bench", kgo.ProducerLinger(5*time.Millisecond))
 	if err != nil {
 		b.Fatal(err)

@@ -6,8 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -24,7 +22,6 @@ import (
 func TestDevMetricsFamilies(t *testing.T) {
 	recv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	defer recv.Close()
-	dir := t.TempDir()
 	m := fmt.Sprintf(`apiVersion: hookstream.dev/v1
 kind: Webhook
 metadata: {name: r}
@@ -51,27 +48,9 @@ spec:
   limits: {frequencyCap: {count: 1, per: 1h}}
   what: {payload: {profileVariables: [Identity]}}
 `, recv.URL)
-	if err := os.WriteFile(filepath.Join(dir, "m.yaml"), []byte(m), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	var p *process.Process
-	var kafkaAddr string
-	go func() {
-		done <- dev([]string{"--ephemeral", "--kafka-port", "0", "--listen", "127.0.0.1:0", "-f", dir, "--log.level", "error"}, io.Discard, io.Discard, devHooks{
-			ctx: ctx, ready: ready, started: func(pr *process.Process, addr string) { p, kafkaAddr = pr, addr },
-		})
-	}()
-	defer func() { cancel(); <-done }()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("dev: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("dev not ready")
-	}
+	d := startInProcessDev(t, m, process.Options{})
+	ctx := context.Background()
+	p, kafkaAddr := d.p, d.kafkaAddr
 	cl, err := kafka.NewClient(kafkatest.Config(kafkaAddr), nilLogger(), "test-producer")
 	if err != nil {
 		t.Fatal(err)

@@ -7,8 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -37,7 +35,6 @@ func TestDevTraceFromIngestToWebhook(t *testing.T) {
 		mu.Unlock()
 	}))
 	defer recv.Close()
-	dir := t.TempDir()
 	manifests := fmt.Sprintf(`apiVersion: hookstream.dev/v1
 kind: Webhook
 metadata: {name: r}
@@ -52,29 +49,10 @@ spec:
   trigger: {type: inaction_within_time, action: {event: Added To Cart}, inaction: {event: Charged}, within: 2s}
   what: {payload: {profileVariables: [Identity]}}
 `, recv.URL)
-	if err := os.WriteFile(filepath.Join(dir, "m.yaml"), []byte(manifests), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	exp := tracetest.NewInMemoryExporter()
-	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan struct{})
-	done := make(chan error, 1)
-	var kafkaAddr string
-	go func() {
-		done <- dev([]string{"--ephemeral", "--kafka-port", "0", "--listen", "127.0.0.1:0", "-f", dir, "--log.level", "error"}, io.Discard, io.Discard, devHooks{
-			ctx: ctx, ready: ready,
-			options: process.Options{Tracing: telemetry.TracingOptions{Exporter: exp, Sync: true, Sampler: sdktrace.AlwaysSample()}},
-			started: func(_ *process.Process, addr string) { kafkaAddr = addr },
-		})
-	}()
-	defer func() { cancel(); <-done }()
-	select {
-	case <-ready:
-	case err := <-done:
-		t.Fatalf("dev: %v", err)
-	case <-time.After(60 * time.Second):
-		t.Fatal("dev not ready")
-	}
+	d := startInProcessDev(t, manifests, process.Options{Tracing: telemetry.TracingOptions{Exporter: exp, Sync: true, Sampler: sdktrace.AlwaysSample()}})
+	ctx := context.Background()
+	kafkaAddr := d.kafkaAddr
 	cl, err := kafka.NewClient(kafkatest.Config(kafkaAddr), nilLogger(), "test-producer")
 	if err != nil {
 		t.Fatal(err)
