@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
-	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/hookstream/hookstream/pkg/service"
@@ -42,12 +41,11 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Open returns a client for cfg. It does not dial. Its commands make spans
-// through the global tracer provider, without their arguments (keys hold
-// user identities).
+// Open returns a client for cfg. It does not dial. Commands run within a
+// trace make spans (see traceHook).
 func Open(cfg Config) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: cfg.Addr, Username: cfg.Username, Password: cfg.Password, DB: cfg.DB})
-	_ = redisotel.InstrumentTracing(c, redisotel.WithDBStatement(false))
+	c.AddHook(newTraceHook())
 	return c
 }
 

@@ -403,10 +403,10 @@ func (e *Evaluator) evaluate(ctx context.Context, recs []*kgo.Record) (*batch, [
 		if err != nil {
 			return fail(err)
 		}
-		pctx, span := kafka.ProcessSpan(r, e.eng.tracer, "evaluator process", attribute.String("kind", ev.Kind.String()))
-		b.out.ctx = pctx
+		// Decisions continue the record's receive span; a span is made
+		// only for what emits something (evaluator.trigger, .schedule_timer).
+		b.out.ctx = r.Context
 		err = e.eng.apply(u, &ev, &b.out)
-		span.End()
 		if err != nil {
 			return fail(fmt.Errorf("evaluate offset %d of partition %d: %w", r.Offset, r.Partition, err))
 		}
