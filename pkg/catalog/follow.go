@@ -19,18 +19,28 @@ import (
 func NewFollower(cfg kafka.Config, log *slog.Logger, cat *Catalog) *service.Service {
 	topic := cfg.Topics().Campaigns
 	var cl *kgo.Client
-	poll := func(ctx context.Context) error {
+	// poll applies one fetch and reports whether it came back empty with
+	// the high watermark at or past end: nothing readable is left below
+	// end (compaction can leave end past the last record).
+	poll := func(ctx context.Context, end int64) (drained bool, err error) {
 		fs := cl.PollFetches(ctx)
 		if fs.IsClientClosed() {
-			return context.Canceled
+			return false, context.Canceled
 		}
 		fs.EachError(func(t string, p int32, err error) {
 			if ctx.Err() == nil {
 				log.Warn("campaigns fetch error", "topic", t, "err", err)
 			}
 		})
-		fs.EachRecord(func(r *kgo.Record) { cat.apply(r.Key, r.Value, r.Offset) })
-		return ctx.Err()
+		fs.EachPartition(func(p kgo.FetchTopicPartition) {
+			for _, r := range p.Records {
+				cat.apply(r.Key, r.Value, r.Offset)
+			}
+			if len(p.Records) == 0 && p.Err == nil && p.HighWatermark >= end {
+				drained = true
+			}
+		})
+		return drained, ctx.Err()
 	}
 	return service.New("catalog",
 		func(ctx context.Context) error {
@@ -49,15 +59,12 @@ func NewFollower(cfg kafka.Config, log *slog.Logger, cat *Catalog) *service.Serv
 				return fmt.Errorf("campaigns topic %s: partition 0 missing: %v", topic, end.Err)
 			}
 			for cat.Version() < end.Offset {
-				// Compaction may have removed the last records: the end
-				// offset can be past the last record we can read.
-				if err := poll(ctx); err != nil {
+				drained, err := poll(ctx, end.Offset)
+				if err != nil {
 					return err
 				}
-				if lso, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic); err == nil {
-					if o, ok := lso.Lookup(topic, 0); ok && o.Err == nil && cat.Version() >= o.Offset {
-						break
-					}
+				if drained {
+					break
 				}
 			}
 			cat.markCaughtUp(end.Offset)
@@ -66,7 +73,7 @@ func NewFollower(cfg kafka.Config, log *slog.Logger, cat *Catalog) *service.Serv
 		},
 		func(ctx context.Context) error {
 			for {
-				if err := poll(ctx); err != nil {
+				if _, err := poll(ctx, 0); err != nil {
 					return nil
 				}
 			}
