@@ -409,21 +409,29 @@ func ResolveSecret(r manifest.SecretRef) (string, error) {
 	return "", errors.New("empty secret reference")
 }
 
+// MaxRetryAfter is the longest Retry-After a receiver can ask for; longer
+// values are ignored (the retry schedule applies), so that a broken or
+// hostile receiver cannot park deliveries for years.
+const MaxRetryAfter = 7 * 24 * time.Hour
+
 // ParseRetryAfter reads a Retry-After header: delay seconds or an HTTP
-// date. Invalid or negative values give 0.
+// date. Invalid, negative or past values, and values beyond MaxRetryAfter,
+// give 0.
 func ParseRetryAfter(v string, now time.Time) time.Duration {
 	v = strings.TrimSpace(v)
 	if v == "" {
 		return 0
 	}
 	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
-		if n < 0 || n > 7*24*3600 {
+		if n < 0 || n > int64(MaxRetryAfter/time.Second) {
 			return 0
 		}
 		return time.Duration(n) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
+		if d := t.Sub(now); d <= MaxRetryAfter {
+			return d
+		}
 	}
 	return 0
 }
