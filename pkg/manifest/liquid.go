@@ -11,8 +11,10 @@ import (
 	"github.com/osteele/liquid"
 )
 
-// liquidFilters are the filters of liquid.NewEngine(), the engine that
-// renders templates at send time (pkg/webhook). An unknown filter parses but
+// liquidFilters are the filters of the engine that renders templates at
+// send time (pkg/webhook): liquid.NewEngine()'s standard ones and the ones
+// Hookstream adds (webhook.Filters; pkg/webhook tests that the two lists
+// agree, since this package cannot import it). An unknown filter parses but
 // fails every render, so it is refused when the manifest is applied.
 var liquidFilters = map[string]bool{}
 
@@ -21,7 +23,9 @@ func init() {
 		downcase escape escape_once first floor inspect join json last lstrip map minus modulo
 		newline_to_br plus prepend remove remove_first replace replace_first reverse round rstrip
 		size slice sort sort_natural split strip strip_html strip_newlines times truncate
-		truncatewords type uniq upcase url_decode url_encode`) {
+		truncatewords type uniq upcase url_decode url_encode
+		where find sum at_least at_most base64_encode base64_decode base64_url_safe_encode
+		base64_url_safe_decode jsonify md5 sha1 sha256 hmac_sha1 hmac_sha256`) {
 		liquidFilters[f] = true
 	}
 }
