@@ -78,6 +78,12 @@ image: ## Build the container image (IMAGE=hookstream:dev) with docker build; ne
 e2e: tools ## The full end-to-end suite: every scenario on the all-in-one and on four separate service processes (make test runs the -short form).
 	go test -race -count=1 -timeout 40m -v -run 'TestSuite' ./services/hookstream/e2e/
 
+CHAOS_SEED ?= 0
+CHAOS_DURATION ?= 3m
+.PHONY: chaos
+chaos: tools ## Fault injection over four service processes: >= 20 faults of every kind; CHAOS_SEED=N repeats a run, CHAOS_LOGS=DIR keeps the logs (make test runs a short form).
+	go test -race -count=1 -timeout 40m -v -run '^TestChaos$$' ./services/hookstream/e2e/ -args -chaos.full -chaos.seed=$(CHAOS_SEED) -chaos.duration=$(CHAOS_DURATION) $(if $(CHAOS_LOGS),-chaos.logs=$(CHAOS_LOGS))
+
 .PHONY: bench
 bench: tools ## Run the benchmarks and print figures.
 	go test -run '^$$' -bench . -benchmem -count=1 $(shell go list -m -f '{{.Dir}}/...' | sed 's|$(CURDIR)/|./|')
