@@ -23,6 +23,16 @@
 //     MaxUploadBytes (default 64 × MaxRecordBytes) with up to
 //     MaxUploadRecords elements (default 1000, CleverTap's own limit);
 //     beyond either, the upload is rejected as one Result.
+//
+// Normalize returns events that own their memory. AppendFlat is the same
+// normaliser for hot paths (the ingest consumer): it returns the events'
+// fields as slices of the input where it can (identities, names, ids and
+// properties that need no decoding or compaction) or of a reusable Scratch,
+// allocates nothing for a valid record, and Flat.AppendProto encodes an
+// event straight into the caller's buffer. Records are read in one pass that
+// validates them and measures their properties; a field is decoded only when
+// it has escapes, and properties are copied only when they hold whitespace or
+// must be rebuilt (Segment identify, page and screen calls).
 package normalize
 
 import (
@@ -32,6 +42,7 @@ import (
 	"strconv"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 
 	hookstreamv1 "github.com/hookstream/hookstream/proto/hookstream/v1"
 )
@@ -157,9 +168,10 @@ type Normalizer struct {
 }
 
 // New returns a normaliser with limits l (zero fields take their defaults).
-// now is the clock, read once per Normalize call: it gives ingested_ms, the
-// ts of records without one, and the reference for the future check. A nil
-// now means time.Now.
+// now is the clock, read once per Normalize call (AppendFlat is given the
+// time by its caller, see Now): it gives ingested_ms, the ts of records
+// without one, and the reference for the future check. A nil now means
+// time.Now.
 func New(l Limits, now func() time.Time) *Normalizer {
 	if now == nil {
 		now = time.Now
@@ -169,6 +181,9 @@ func New(l Limits, now func() time.Time) *Normalizer {
 
 // Limits returns the limits in force, defaults filled in.
 func (n *Normalizer) Limits() Limits { return n.l }
+
+// Now reads the normaliser's clock, for AppendFlat.
+func (n *Normalizer) Now() time.Time { return n.now() }
 
 // Result is the outcome for one record, or one element of a CleverTap
 // upload: exactly one of Event and Err is set.
@@ -187,22 +202,118 @@ type Result struct {
 // gives one Result; a CleverTap upload {"d":[...]} gives one Result per
 // element of d, in order, or a single Result when the upload as a whole is
 // rejected. Anything else (not JSON, not an object) gives one Result with
-// Err. Normalize never panics and never returns an empty slice.
+// Err. Normalize never panics and never returns an empty slice. The events
+// own their memory; only Raw aliases raw.
 func (n *Normalizer) Normalize(raw []byte) []Result {
-	now := n.now().UnixMilli()
+	var s Scratch
+	var one [1]Flat
+	flats := n.AppendFlat(one[:0], raw, n.now(), &s)
+	out := make([]Result, len(flats))
+	for k := range flats {
+		f := &flats[k]
+		out[k] = Result{Index: f.Index, Raw: f.Raw, Err: f.Err}
+		if f.Err == nil {
+			out[k].Event = f.Event()
+		}
+	}
+	return out
+}
+
+// Flat is an outcome of AppendFlat: Result with the event's fields held
+// directly rather than in a hookstreamv1.Event, so that a caller that only
+// encodes the event allocates nothing per record. Exactly one of Err and
+// Identity is set.
+//
+// The byte slices alias the raw record or the Scratch given to AppendFlat
+// (or a shared constant): they are valid until the Scratch is reset or the
+// raw record is reused, and must not be modified.
+type Flat struct {
+	// Index and Raw are as in Result.
+	Index int
+	Raw   []byte
+	Err   *Error
+	// The fields of the Event, as in hookstreamv1.Event: Kind, ID,
+	// Identity, Name (valid UTF-8), TsMs and IngestedMs (Unix
+	// milliseconds), Properties (properties_json: a compact JSON object) and
+	// Format (source_format).
+	Kind               hookstreamv1.Event_Kind
+	ID, Identity, Name []byte
+	TsMs, IngestedMs   int64
+	Properties         []byte
+	Format             string
+}
+
+// Event returns a new hookstreamv1.Event with f's fields. Its strings and
+// properties share one allocation, independent of f's input and Scratch.
+func (f *Flat) Event() *hookstreamv1.Event {
+	np := len(f.Properties)
+	b := make([]byte, 0, np+len(f.ID)+len(f.Identity)+len(f.Name))
+	b = append(b, f.Properties...)
+	b = append(b, f.ID...)
+	b = append(b, f.Identity...)
+	b = append(b, f.Name...)
+	// The strings are views of b past the properties: nothing writes to
+	// those bytes after this point (the properties slice is capped before
+	// them), so they are as immutable as strings must be.
+	str := func(from, n int) string {
+		if n == 0 {
+			return ""
+		}
+		return unsafe.String(&b[from], n)
+	}
+	at := np
+	id := str(at, len(f.ID))
+	at += len(f.ID)
+	identity := str(at, len(f.Identity))
+	at += len(f.Identity)
+	return &hookstreamv1.Event{
+		Kind:           f.Kind,
+		Id:             id,
+		Identity:       identity,
+		Name:           str(at, len(f.Name)),
+		TsMs:           f.TsMs,
+		IngestedMs:     f.IngestedMs,
+		PropertiesJson: b[:np:np],
+		SourceFormat:   f.Format,
+	}
+}
+
+// Scratch is reusable memory for AppendFlat: the bytes of Flat fields that
+// cannot alias the raw record (decoded strings, derived ids, rebuilt
+// properties) are written here. The zero value is ready to use. A Scratch is
+// not safe for concurrent use.
+type Scratch struct {
+	buf   []byte
+	elems [][]byte
+}
+
+// Reset makes s's memory reusable: Flats that point into it must no longer
+// be used.
+func (s *Scratch) Reset() { s.buf = s.buf[:0] }
+
+// AppendFlat is Normalize without allocations for valid records: it appends
+// the outcomes of raw to dst and returns the extended slice. now stands for
+// the clock (a caller normalising a batch reads Now once for all its
+// records); values that cannot alias raw go to s.
+func (n *Normalizer) AppendFlat(dst []Flat, raw []byte, nowTime time.Time, s *Scratch) []Flat {
+	now := nowTime.UnixMilli()
 	rec := trimSpace(raw)
 	if err := n.checkObject(rec, n.l.MaxUploadBytes, "record"); err != nil {
-		return []Result{{Raw: raw, Err: err}}
+		return append(dst, Flat{Raw: raw, Err: err})
 	}
 	var env envelope
-	if err := env.parse(rec); err != nil {
-		return []Result{{Raw: raw, Err: err}}
+	if err := env.parse(rec, s); err != nil {
+		return append(dst, Flat{Raw: raw, Err: err})
 	}
 	if isAbsent(env.typ) && env.d != nil {
-		return n.upload(raw, &env, now)
+		return n.upload(dst, raw, &env, now, s)
 	}
-	ev, err := n.single(rec, &env, now)
-	return []Result{{Raw: raw, Event: ev, Err: err}}
+	dst = append(dst, Flat{Raw: raw})
+	f := &dst[len(dst)-1]
+	if err := n.single(f, rec, &env, now, s); err != nil {
+		*f = Flat{Raw: raw, Err: err}
+	}
+	return dst
 }
 
 // checkObject rejects, cheaply and before parsing, what cannot be a record:
@@ -227,107 +338,113 @@ func (n *Normalizer) checkObject(rec []byte, max int, what string) *Error {
 	return nil
 }
 
-// single normalises a native or Segment record.
-func (n *Normalizer) single(rec []byte, env *envelope, now int64) (*hookstreamv1.Event, *Error) {
+// single normalises a native or Segment record into f.
+func (n *Normalizer) single(f *Flat, rec []byte, env *envelope, now int64, s *Scratch) *Error {
 	if len(rec) > n.l.MaxRecordBytes {
-		return nil, newError(CodeTooLarge, "record: "+strconv.Itoa(len(rec))+" bytes, more than "+strconv.Itoa(n.l.MaxRecordBytes))
+		return newError(CodeTooLarge, "record: "+strconv.Itoa(len(rec))+" bytes, more than "+strconv.Itoa(n.l.MaxRecordBytes))
 	}
 	if !utf8.Valid(rec) {
-		return nil, newError(CodeInvalidUTF8, "record: not valid UTF-8")
+		return newError(CodeInvalidUTF8, "record: not valid UTF-8")
 	}
 	if isAbsent(env.typ) {
-		return nil, newError(CodeUnknownType, `type: missing (expected event, profile, track, identify, page or screen, or a CleverTap upload {"d":[...]})`)
+		return newError(CodeUnknownType, `type: missing (expected event, profile, track, identify, page or screen, or a CleverTap upload {"d":[...]})`)
 	}
 	typ, err := env.typeName()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	switch typ {
-	case "event", "profile":
-		return n.native(rec, env, typ, now)
+	switch string(typ) {
+	case "event":
+		return n.native(f, rec, env, hookstreamv1.Event_KIND_EVENT, now, s)
+	case "profile":
+		return n.native(f, rec, env, hookstreamv1.Event_KIND_PROFILE, now, s)
 	case "track", "identify", "page", "screen":
-		return n.segment(rec, env, typ, now)
+		return n.segment(f, rec, env, string(typ), now, s)
 	case "alias", "group":
-		return nil, newError(CodeUnknownType, "type: Segment "+strconv.Quote(typ)+" calls are not supported (only track, identify, page and screen)")
+		return newError(CodeUnknownType, "type: Segment "+strconv.Quote(string(typ))+" calls are not supported (only track, identify, page and screen)")
 	}
-	return nil, newError(CodeUnknownType, "type: unknown type "+quoteShort(typ)+" (expected event, profile, track, identify, page or screen)")
+	return newError(CodeUnknownType, "type: unknown type "+quoteShort(typ)+" (expected event, profile, track, identify, page or screen)")
 }
 
-func (n *Normalizer) native(rec []byte, env *envelope, typ string, now int64) (*hookstreamv1.Event, *Error) {
-	ev := &hookstreamv1.Event{SourceFormat: FormatNative, IngestedMs: now}
+func (n *Normalizer) native(f *Flat, rec []byte, env *envelope, kind hookstreamv1.Event_Kind, now int64, s *Scratch) *Error {
+	f.Format, f.IngestedMs, f.Kind = FormatNative, now, kind
 	var err *Error
-	if ev.Identity, err = n.identity(env.identity, "identity", nil, ""); err != nil {
-		return nil, err
+	if f.Identity, err = n.identity(env.identity, "identity", nil, "", s); err != nil {
+		return err
 	}
-	if typ == "event" {
-		ev.Kind = hookstreamv1.Event_KIND_EVENT
-		if ev.Name, err = eventName(env.name, "name", env.evtName != nil); err != nil {
-			return nil, err
+	if kind == hookstreamv1.Event_KIND_EVENT {
+		if f.Name, err = eventName(env.name, "name", env.evtName != nil, s); err != nil {
+			return err
 		}
-	} else {
-		ev.Kind = hookstreamv1.Event_KIND_PROFILE
 	}
-	if ev.TsMs, err = n.timestamp(env.ts, "ts", now); err != nil {
-		return nil, err
+	if f.TsMs, err = n.timestamp(env.ts, "ts", now); err != nil {
+		return err
 	}
-	if ev.Id, err = n.id(env.id, "id", rec); err != nil {
-		return nil, err
+	if f.ID, err = n.id(env.id, "id", rec, s); err != nil {
+		return err
 	}
-	if ev.PropertiesJson, err = n.properties(env.properties, "properties"); err != nil {
-		return nil, err
-	}
-	return ev, nil
+	f.Properties, err = n.properties(env.properties, &env.stats[statsProperties], "properties", s)
+	return err
 }
 
-func (n *Normalizer) segment(rec []byte, env *envelope, typ string, now int64) (*hookstreamv1.Event, *Error) {
-	ev := &hookstreamv1.Event{SourceFormat: FormatSegment, IngestedMs: now}
+func (n *Normalizer) segment(f *Flat, rec []byte, env *envelope, typ string, now int64, s *Scratch) *Error {
+	f.Format, f.IngestedMs = FormatSegment, now
 	var err *Error
-	if ev.Identity, err = n.identity(env.userID, "userId", env.anonymousID, "anonymousId"); err != nil {
-		return nil, err
+	if f.Identity, err = n.identity(env.userID, "userId", env.anonymousID, "anonymousId", s); err != nil {
+		return err
 	}
 	ts, tsField := env.timestamp, "timestamp"
 	if isAbsent(ts) && !isAbsent(env.originalTimestamp) {
 		ts, tsField = env.originalTimestamp, "originalTimestamp"
 	}
-	if ev.TsMs, err = n.timestamp(ts, tsField, now); err != nil {
-		return nil, err
+	if f.TsMs, err = n.timestamp(ts, tsField, now); err != nil {
+		return err
 	}
-	if ev.Id, err = n.id(env.messageID, "messageId", rec); err != nil {
-		return nil, err
+	if f.ID, err = n.id(env.messageID, "messageId", rec, s); err != nil {
+		return err
 	}
 	switch typ {
 	case "track":
-		ev.Kind = hookstreamv1.Event_KIND_EVENT
-		if ev.Name, err = eventName(env.event, "event", false); err != nil {
-			return nil, err
+		f.Kind = hookstreamv1.Event_KIND_EVENT
+		if f.Name, err = eventName(env.event, "event", false, s); err != nil {
+			return err
 		}
-		ev.PropertiesJson, err = n.properties(env.properties, "properties")
+		f.Properties, err = n.properties(env.properties, &env.stats[statsProperties], "properties", s)
 	case "page", "screen":
-		ev.Kind = hookstreamv1.Event_KIND_EVENT
-		ev.Name = "Page Viewed"
-		if typ == "screen" {
-			ev.Name = "Screen Viewed"
+		f.Kind = hookstreamv1.Event_KIND_EVENT
+		f.Name = nameScreenViewed
+		if typ == "page" {
+			f.Name = namePageViewed
 		}
-		ev.PropertiesJson, err = n.pageProperties(env.properties, env.name)
+		f.Properties, err = n.pageProperties(env.properties, &env.stats[statsProperties], env.name, s)
 	case "identify":
-		ev.Kind = hookstreamv1.Event_KIND_PROFILE
-		ev.PropertiesJson, err = n.identifyProperties(env.traits, env.context)
+		f.Kind = hookstreamv1.Event_KIND_PROFILE
+		f.Properties, err = n.identifyProperties(env.traits, &env.stats[statsTraits], env.context, s)
 	}
-	if err != nil {
-		return nil, err
-	}
-	return ev, nil
+	return err
 }
 
-// upload expands a CleverTap upload object into one Result per element.
-func (n *Normalizer) upload(raw []byte, env *envelope, now int64) []Result {
-	whole := func(err *Error) []Result { return []Result{{Raw: raw, Err: err}} }
+// The event names of Segment page and screen calls, and the properties of a
+// record without any. Capped, so that no append can write to them.
+var (
+	namePageViewed   = []byte("Page Viewed")
+	nameScreenViewed = []byte("Screen Viewed")
+	emptyObject      = []byte("{}")
+)
+
+// upload expands a CleverTap upload object into one Flat per element.
+func (n *Normalizer) upload(dst []Flat, raw []byte, env *envelope, now int64, s *Scratch) []Flat {
+	whole := func(err *Error) []Flat { return append(dst, Flat{Raw: raw, Err: err}) }
 	if env.d[0] != '[' {
 		return whole(newError(CodeBadUpload, "d: must be an array of records, got "+kindOf(env.d)))
 	}
-	elems, _, serr := arrayElems(env.d)
-	if serr != nil { // unreachable: env.parse validated d
-		return whole(newError(CodeNotJSON, "d: not JSON: "+serr.Error()))
+	elems := s.elems
+	if !env.dElems {
+		var serr *syntaxError
+		if elems, _, serr = appendArrayElems(s.elems[:0], env.d); serr != nil { // unreachable: env.parse validated d
+			return whole(newError(CodeNotJSON, "d: not JSON: "+serr.Error()))
+		}
+		s.elems = elems
 	}
 	if len(elems) == 0 {
 		return whole(newError(CodeBadUpload, "d: empty, no records"))
@@ -335,67 +452,67 @@ func (n *Normalizer) upload(raw []byte, env *envelope, now int64) []Result {
 	if len(elems) > n.l.MaxUploadRecords {
 		return whole(newError(CodeTooManyRecords, "d: "+strconv.Itoa(len(elems))+" records, more than "+strconv.Itoa(n.l.MaxUploadRecords)))
 	}
-	out := make([]Result, len(elems))
-	for i, elem := range elems {
-		ev, err := n.element(elem, now)
-		out[i] = Result{Index: i, Raw: elem, Event: ev, Err: err}
+	for k, elem := range elems {
+		dst = append(dst, Flat{Index: k, Raw: elem})
+		f := &dst[len(dst)-1]
+		if err := n.element(f, elem, now, s); err != nil {
+			*f = Flat{Index: k, Raw: elem, Err: err}
+		}
 	}
-	return out
+	return dst
 }
 
-// element normalises one element of a CleverTap upload.
-func (n *Normalizer) element(elem []byte, now int64) (*hookstreamv1.Event, *Error) {
+// element normalises one element of a CleverTap upload into f.
+func (n *Normalizer) element(f *Flat, elem []byte, now int64, s *Scratch) *Error {
 	if err := n.checkObject(elem, n.l.MaxRecordBytes, "record"); err != nil {
-		return nil, err
+		return err
 	}
 	if !utf8.Valid(elem) {
-		return nil, newError(CodeInvalidUTF8, "record: not valid UTF-8")
+		return newError(CodeInvalidUTF8, "record: not valid UTF-8")
 	}
 	var env envelope
-	if err := env.parse(elem); err != nil {
-		return nil, err
+	if err := env.parse(elem, nil); err != nil {
+		return err
 	}
 	if isAbsent(env.typ) {
-		return nil, newError(CodeUnknownType, "type: missing (expected event or profile)")
+		return newError(CodeUnknownType, "type: missing (expected event or profile)")
 	}
 	typ, err := env.typeName()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	ev := &hookstreamv1.Event{SourceFormat: FormatCleverTap, IngestedMs: now}
-	switch typ {
+	f.Format, f.IngestedMs = FormatCleverTap, now
+	switch string(typ) {
 	case "event":
-		ev.Kind = hookstreamv1.Event_KIND_EVENT
+		f.Kind = hookstreamv1.Event_KIND_EVENT
 	case "profile":
-		ev.Kind = hookstreamv1.Event_KIND_PROFILE
+		f.Kind = hookstreamv1.Event_KIND_PROFILE
 	default:
-		return nil, newError(CodeUnknownType, "type: "+quoteShort(typ)+" is not a CleverTap record type (expected event or profile)")
+		return newError(CodeUnknownType, "type: "+quoteShort(typ)+" is not a CleverTap record type (expected event or profile)")
 	}
-	if ev.Identity, err = n.identity(env.identity, "identity", env.objectID, "objectId"); err != nil {
-		return nil, err
+	if f.Identity, err = n.identity(env.identity, "identity", env.objectID, "objectId", s); err != nil {
+		return err
 	}
-	if ev.Kind == hookstreamv1.Event_KIND_EVENT {
-		if ev.Name, err = eventName(env.evtName, "evtName", false); err != nil {
-			return nil, err
+	if f.Kind == hookstreamv1.Event_KIND_EVENT {
+		if f.Name, err = eventName(env.evtName, "evtName", false, s); err != nil {
+			return err
 		}
 	}
-	if ev.TsMs, err = n.timestamp(env.ts, "ts", now); err != nil {
-		return nil, err
+	if f.TsMs, err = n.timestamp(env.ts, "ts", now); err != nil {
+		return err
 	}
-	ev.Id = derivedID(elem)
-	if ev.Kind == hookstreamv1.Event_KIND_EVENT {
-		ev.PropertiesJson, err = n.properties(env.evtData, "evtData")
+	f.ID = derivedIDTo(elem, s)
+	if f.Kind == hookstreamv1.Event_KIND_EVENT {
+		f.Properties, err = n.properties(env.evtData, &env.stats[statsEvtData], "evtData", s)
 	} else {
-		ev.PropertiesJson, err = n.properties(env.profileData, "profileData")
+		f.Properties, err = n.properties(env.profileData, &env.stats[statsProfileData], "profileData", s)
 	}
-	if err != nil {
-		return nil, err
-	}
-	return ev, nil
+	return err
 }
 
 // envelope holds the raw values of the top-level keys any format uses; nil
-// means absent. Values alias the record.
+// means absent. Values alias the record. stats are those of the values that
+// become properties.
 type envelope struct {
 	typ, d                                            []byte
 	identity, objectID, userID, anonymousID           []byte
@@ -403,177 +520,269 @@ type envelope struct {
 	ts, timestamp, originalTimestamp                  []byte
 	id, messageID                                     []byte
 	properties, evtData, profileData, traits, context []byte
+	stats                                             [4]stats
+	// dElems says that the elements of d, an array, are in the Scratch's
+	// elems (see parse).
+	dElems bool
 }
 
-// parse validates rec as one JSON object and records its known keys.
-func (e *envelope) parse(rec []byte) *Error {
-	it := objectIter{b: rec}
-	for {
-		key, val, ok := it.next()
-		if !ok {
-			break
+// Indexes of envelope.stats.
+const (
+	statsProperties = iota
+	statsEvtData
+	statsProfileData
+	statsTraits
+)
+
+// parse validates rec, which starts with '{', as one JSON object and
+// records its known keys. With a Scratch, the elements of an array under
+// "d" are collected into its elems as the array is validated, for upload.
+func (e *envelope) parse(rec []byte, s *Scratch) *Error {
+	b := rec
+	i := skipSpace(b, 1)
+	end := 0
+	if i < len(b) && b[i] == '}' {
+		end = i + 1
+	}
+	for end == 0 {
+		// A member: the error messages are scanValue's for the same input.
+		if i >= len(b) || b[i] != '"' {
+			return notJSON(errAt(i, "expected a string key, found "+found(b, i)))
 		}
-		var slot *[]byte
-		if inner := key[1 : len(key)-1]; bytes.IndexByte(inner, '\\') < 0 {
-			slot = e.slot(string(inner))
+		kend := plainRun(b, i+1)
+		escaped := false
+		if kend >= len(b) || b[kend] != '"' {
+			var err *syntaxError
+			if kend, escaped, err = scanStringEsc(b, i); err != nil {
+				return notJSON(err)
+			}
 		} else {
-			slot = e.slot(decodeString(key))
+			kend++
 		}
-		if slot == nil {
-			continue
+		key := b[i:kend]
+		if i = skipSpace(b, kend); i >= len(b) || b[i] != ':' {
+			return notJSON(errAt(i, "expected ':' after object key, found "+found(b, i)))
 		}
-		if *slot != nil {
-			return newError(CodeDuplicateKey, decodeString(key)+": given more than once")
+		i = skipSpace(b, i+1)
+		var slot *[]byte
+		st := -1
+		if !escaped {
+			slot, st = e.slot(key[1 : len(key)-1])
+		} else {
+			slot, st = e.slot([]byte(decodeString(key)))
 		}
-		*slot = val
+		var (
+			vend      int
+			err       *syntaxError
+			vst       stats
+			collected bool
+		)
+		switch {
+		case i < len(b) && b[i] == '"':
+			vend, err = scanString(b, i) // what scanValue does, faster
+		case i < len(b) && b[i] == '[' && slot == &e.d && s != nil && !escaped:
+			s.elems, vend, err = scanArray(b, i, s.elems[:0])
+			collected = true
+		default:
+			vend, err = scanValueStats(b, i, &vst)
+		}
+		if err != nil {
+			return notJSON(err)
+		}
+		if slot != nil {
+			if *slot != nil {
+				return newError(CodeDuplicateKey, decodeString(key)+": given more than once")
+			}
+			*slot = b[i:vend:vend]
+			if st >= 0 {
+				e.stats[st] = vst
+			}
+			if slot == &e.d {
+				e.dElems = collected
+			}
+		}
+		switch i = skipSpace(b, vend); {
+		case i < len(b) && b[i] == '}':
+			end = i + 1
+		case i < len(b) && b[i] == ',':
+			i = skipSpace(b, i+1)
+		default:
+			return notJSON(errAt(i, "expected ',' or '}' in object, found "+found(b, i)))
+		}
 	}
-	if it.err != nil {
-		return newError(CodeNotJSON, "record: not JSON: "+it.err.Error())
-	}
-	if end := skipSpace(rec, it.end); end != len(rec) {
+	if end = skipSpace(rec, end); end != len(rec) {
 		return newError(CodeNotJSON, "record: not JSON: unexpected data after the object at offset "+strconv.Itoa(end))
 	}
 	return nil
 }
 
-func (e *envelope) slot(key string) *[]byte {
-	switch key {
-	case "type":
-		return &e.typ
-	case "d":
-		return &e.d
-	case "identity":
-		return &e.identity
-	case "objectId":
-		return &e.objectID
-	case "userId":
-		return &e.userID
-	case "anonymousId":
-		return &e.anonymousID
-	case "name":
-		return &e.name
-	case "event":
-		return &e.event
-	case "evtName":
-		return &e.evtName
-	case "ts":
-		return &e.ts
-	case "timestamp":
-		return &e.timestamp
-	case "originalTimestamp":
-		return &e.originalTimestamp
-	case "id":
-		return &e.id
-	case "messageId":
-		return &e.messageID
-	case "properties":
-		return &e.properties
-	case "evtData":
-		return &e.evtData
-	case "profileData":
-		return &e.profileData
-	case "traits":
-		return &e.traits
-	case "context":
-		return &e.context
-	}
-	return nil
+func notJSON(err *syntaxError) *Error {
+	return newError(CodeNotJSON, "record: not JSON: "+err.Error())
 }
 
-func (e *envelope) typeName() (string, *Error) {
-	if e.typ[0] != '"' {
-		return "", newError(CodeUnknownType, "type: must be a string, got "+kindOf(e.typ))
+// slot returns where the value of key goes, with the index of its stats
+// (-1: none kept), or nil for a key no format uses.
+func (e *envelope) slot(key []byte) (*[]byte, int) {
+	switch string(key) {
+	case "type":
+		return &e.typ, -1
+	case "d":
+		return &e.d, -1
+	case "identity":
+		return &e.identity, -1
+	case "objectId":
+		return &e.objectID, -1
+	case "userId":
+		return &e.userID, -1
+	case "anonymousId":
+		return &e.anonymousID, -1
+	case "name":
+		return &e.name, -1
+	case "event":
+		return &e.event, -1
+	case "evtName":
+		return &e.evtName, -1
+	case "ts":
+		return &e.ts, -1
+	case "timestamp":
+		return &e.timestamp, -1
+	case "originalTimestamp":
+		return &e.originalTimestamp, -1
+	case "id":
+		return &e.id, -1
+	case "messageId":
+		return &e.messageID, -1
+	case "properties":
+		return &e.properties, statsProperties
+	case "evtData":
+		return &e.evtData, statsEvtData
+	case "profileData":
+		return &e.profileData, statsProfileData
+	case "traits":
+		return &e.traits, statsTraits
+	case "context":
+		return &e.context, -1
 	}
-	return decodeString(e.typ), nil
+	return nil, -1
+}
+
+// typeName returns the decoded "type".
+func (e *envelope) typeName() ([]byte, *Error) {
+	if e.typ[0] != '"' {
+		return nil, newError(CodeUnknownType, "type: must be a string, got "+kindOf(e.typ))
+	}
+	return stringContent(e.typ, nil), nil
 }
 
 // isAbsent reports whether a value is missing or JSON null.
 func isAbsent(v []byte) bool { return v == nil || string(v) == "null" }
 
+// stringContent returns the content of the valid JSON string token v: a
+// capped slice of v when it has no escapes, else its decoding, written to s
+// (or newly allocated when s is nil).
+func stringContent(v []byte, s *Scratch) []byte {
+	inner := v[1 : len(v)-1 : len(v)-1]
+	if bytes.IndexByte(inner, '\\') < 0 {
+		return inner
+	}
+	if s == nil {
+		return []byte(decodeString(v))
+	}
+	start := len(s.buf)
+	s.buf = append(s.buf, decodeString(v)...)
+	return s.buf[start:len(s.buf):len(s.buf)]
+}
+
 // scalarString returns a JSON string's content, or a JSON integer's text.
-func scalarString(v []byte) (string, bool) {
+func scalarString(v []byte, s *Scratch) ([]byte, bool) {
 	switch {
 	case v[0] == '"':
-		return decodeString(v), true
+		return stringContent(v, s), true
 	case v[0] == '-' || ('0' <= v[0] && v[0] <= '9'):
 		for _, c := range v[1:] {
 			if c < '0' || c > '9' {
-				return "", false
+				return nil, false
 			}
 		}
-		return string(v), true
+		return v[:len(v):len(v)], true
 	}
-	return "", false
+	return nil, false
 }
 
 // identity picks the primary identity field, else the fallback; a null or
 // empty primary counts as not given.
-func (n *Normalizer) identity(primary []byte, pname string, fallback []byte, fname string) (string, *Error) {
+func (n *Normalizer) identity(primary []byte, pname string, fallback []byte, fname string, s *Scratch) ([]byte, *Error) {
 	v, field := primary, pname
 	if (isAbsent(v) || string(v) == `""`) && fallback != nil {
 		v, field = fallback, fname
 	}
 	if isAbsent(v) {
 		if fname == "" {
-			return "", newError(CodeNoIdentity, pname+": missing")
+			return nil, newError(CodeNoIdentity, pname+": missing")
 		}
-		return "", newError(CodeNoIdentity, pname+": missing, and no "+fname)
+		return nil, newError(CodeNoIdentity, pname+": missing, and no "+fname)
 	}
-	s, ok := scalarString(v)
+	id, ok := scalarString(v, s)
 	if !ok {
-		return "", newError(CodeBadIdentity, field+": must be a string, got "+kindOf(v))
+		return nil, newError(CodeBadIdentity, field+": must be a string, got "+kindOf(v))
 	}
-	if s == "" {
-		return "", newError(CodeNoIdentity, field+": empty")
+	if len(id) == 0 {
+		return nil, newError(CodeNoIdentity, field+": empty")
 	}
-	if len(s) > n.l.MaxIdentityBytes {
-		return "", newError(CodeIdentityTooLong, field+": longer than "+strconv.Itoa(n.l.MaxIdentityBytes)+" bytes")
+	if len(id) > n.l.MaxIdentityBytes {
+		return nil, newError(CodeIdentityTooLong, field+": longer than "+strconv.Itoa(n.l.MaxIdentityBytes)+" bytes")
 	}
-	return s, nil
+	return id, nil
 }
 
 // eventName returns a required event name. ctHint says the record carries a
 // CleverTap evtName outside an upload, which deserves a hint.
-func eventName(v []byte, field string, ctHint bool) (string, *Error) {
+func eventName(v []byte, field string, ctHint bool, s *Scratch) ([]byte, *Error) {
 	if isAbsent(v) {
 		if ctHint {
-			return "", newError(CodeMissingName, field+`: missing (a CleverTap record with evtName must be sent inside an upload object {"d":[...]})`)
+			return nil, newError(CodeMissingName, field+`: missing (a CleverTap record with evtName must be sent inside an upload object {"d":[...]})`)
 		}
-		return "", newError(CodeMissingName, field+": missing")
+		return nil, newError(CodeMissingName, field+": missing")
 	}
 	if v[0] != '"' {
-		return "", newError(CodeBadName, field+": must be a string, got "+kindOf(v))
+		return nil, newError(CodeBadName, field+": must be a string, got "+kindOf(v))
 	}
-	s := decodeString(v)
-	if s == "" {
-		return "", newError(CodeMissingName, field+": empty")
+	name := stringContent(v, s)
+	if len(name) == 0 {
+		return nil, newError(CodeMissingName, field+": empty")
 	}
-	return s, nil
+	return name, nil
 }
 
 // id returns the sender's id, or one derived from content when none is given.
-func (n *Normalizer) id(v []byte, field string, content []byte) (string, *Error) {
+func (n *Normalizer) id(v []byte, field string, content []byte, s *Scratch) ([]byte, *Error) {
 	if isAbsent(v) || string(v) == `""` {
-		return derivedID(content), nil
+		return derivedIDTo(content, s), nil
 	}
-	s, ok := scalarString(v)
+	id, ok := scalarString(v, s)
 	if !ok {
-		return "", newError(CodeBadID, field+": must be a string, got "+kindOf(v))
+		return nil, newError(CodeBadID, field+": must be a string, got "+kindOf(v))
 	}
-	if len(s) > n.l.MaxIdentityBytes {
-		return "", newError(CodeBadID, field+": longer than "+strconv.Itoa(n.l.MaxIdentityBytes)+" bytes")
+	if len(id) > n.l.MaxIdentityBytes {
+		return nil, newError(CodeBadID, field+": longer than "+strconv.Itoa(n.l.MaxIdentityBytes)+" bytes")
 	}
-	return s, nil
+	return id, nil
 }
 
 // derivedID is "h-" and the hex of the first 128 bits of SHA-256(content).
 func derivedID(content []byte) string {
+	var s Scratch
+	return string(derivedIDTo(content, &s))
+}
+
+// derivedIDTo is derivedID written to s.
+func derivedIDTo(content []byte, s *Scratch) []byte {
 	sum := sha256.Sum256(content)
-	var buf [2 + 32]byte
-	buf[0], buf[1] = 'h', '-'
-	hex.Encode(buf[2:], sum[:16])
-	return string(buf[:])
+	start := len(s.buf)
+	s.buf = append(s.buf, "h-"...)
+	s.buf = hex.AppendEncode(s.buf, sum[:16])
+	return s.buf[start:len(s.buf):len(s.buf)]
 }
 
 // quoteShort quotes s for an error reason, cut when long.
-func quoteShort(s string) string { return strconv.Quote(short([]byte(s))) }
+func quoteShort(s []byte) string { return strconv.Quote(short(s)) }

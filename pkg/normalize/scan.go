@@ -2,15 +2,19 @@ package normalize
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math/bits"
 )
 
 // This file holds a small JSON scanner. It validates exactly what
 // encoding/json's Valid accepts (strings are not checked for UTF-8 here; the
 // normaliser does that once per record with utf8.Valid) and slices values out
 // of the input without decoding them, which keeps the hot path free of
-// reflection and of per-property allocations.
+// reflection and of allocations. While it validates a value it also measures
+// what the property limits need (stats), so that properties are read once;
+// strings, most of a record's bytes, are stepped over eight bytes at a time.
 
 // syntaxError says where and why input stops being JSON.
 type syntaxError struct {
@@ -36,7 +40,11 @@ func describeByte(c byte) string {
 	return fmt.Sprintf("byte 0x%02x", c)
 }
 
-func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
+// isSpace reports whether c is JSON whitespace, with one comparison for
+// the bytes that are not.
+func isSpace(c byte) bool {
+	return c <= ' ' && (uint64(1)<<c)&(1<<' '|1<<'\t'|1<<'\n'|1<<'\r') != 0
+}
 
 func skipSpace(b []byte, i int) int {
 	for i < len(b) && isSpace(b[i]) {
@@ -62,18 +70,65 @@ func isHex(c byte) bool {
 	return ('0' <= c && c <= '9') || ('a' <= c && c <= 'f') || ('A' <= c && c <= 'F')
 }
 
+// strPlain[c] is true for the bytes a string scan steps over without a
+// second look: everything but '"', '\\' and control characters.
+var strPlain = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// specials marks, in the high bit of each byte, the bytes of w (eight bytes
+// of input, little-endian) that a string scan cannot step over: '"', '\\'
+// and control characters. These are the classic SWAR tests for a zero byte
+// and for a byte below a bound: a borrow can mark a byte above a marked one
+// wrongly, but the lowest marked byte is always a true one.
+func specials(w uint64) uint64 {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	q := w ^ (ones * '"')
+	bs := w ^ (ones * '\\')
+	return ((q-ones)&^q | (bs-ones)&^bs | (w-ones*0x20)&^w) & highs
+}
+
+// plainRun returns the index of the first byte at or after j that strPlain
+// refuses, or len(b), looking at eight bytes at a time.
+func plainRun(b []byte, j int) int {
+	for j+8 <= len(b) {
+		if m := specials(binary.LittleEndian.Uint64(b[j:])); m != 0 {
+			return j + bits.TrailingZeros64(m)>>3
+		}
+		j += 8
+	}
+	for j < len(b) && strPlain[b[j]] {
+		j++
+	}
+	return j
+}
+
 // scanString validates the string starting at b[i] == '"' and returns the
 // index just past its closing quote.
 func scanString(b []byte, i int) (int, *syntaxError) {
+	end, _, err := scanStringEsc(b, i)
+	return end, err
+}
+
+// scanStringEsc is scanString that also reports whether the string holds an
+// escape (and so must be decoded to get its content).
+func scanStringEsc(b []byte, i int) (int, bool, *syntaxError) {
 	i++
-	for i < len(b) {
-		c := b[i]
-		switch {
-		case c == '"':
-			return i + 1, nil
-		case c == '\\':
+	escaped := false
+	for {
+		if i = plainRun(b, i); i >= len(b) {
+			return i, escaped, errAt(i, "unexpected end of input in string")
+		}
+		switch b[i] {
+		case '"':
+			return i + 1, escaped, nil
+		case '\\':
+			escaped = true
 			if i+1 >= len(b) {
-				return i + 1, errAt(i+1, "unexpected end of input in string")
+				return i + 1, escaped, errAt(i+1, "unexpected end of input in string")
 			}
 			switch b[i+1] {
 			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
@@ -81,20 +136,17 @@ func scanString(b []byte, i int) (int, *syntaxError) {
 			case 'u':
 				for k := 2; k < 6; k++ {
 					if i+k >= len(b) || !isHex(b[i+k]) {
-						return i + k, errAt(i+k, `invalid \u escape in string`)
+						return i + k, escaped, errAt(i+k, `invalid \u escape in string`)
 					}
 				}
 				i += 6
 			default:
-				return i + 1, errAt(i+1, "invalid escape in string")
+				return i + 1, escaped, errAt(i+1, "invalid escape in string")
 			}
-		case c < 0x20:
-			return i, errAt(i, "control character in string")
-		default:
-			i++
+		default: // a control character
+			return i, escaped, errAt(i, "control character in string")
 		}
 	}
-	return i, errAt(i, "unexpected end of input in string")
 }
 
 // scanNumber validates the number starting at b[i] and returns the index
@@ -153,9 +205,12 @@ func scanLiteral(b []byte, i int, lit string) (int, *syntaxError) {
 }
 
 // scanKey validates an object key and its colon at b[i] (leading space
-// allowed) and returns the index just past the colon.
-func scanKey(b []byte, i int) (int, *syntaxError) {
-	i = skipSpace(b, i)
+// allowed) and returns the index just past the colon. spaced is set when
+// there is whitespace around the key.
+func scanKey(b []byte, i int, spaced *bool) (int, *syntaxError) {
+	if j := skipSpace(b, i); j != i {
+		i, *spaced = j, true
+	}
 	if i >= len(b) || b[i] != '"' {
 		return i, errAt(i, "expected a string key, found "+found(b, i))
 	}
@@ -163,7 +218,9 @@ func scanKey(b []byte, i int) (int, *syntaxError) {
 	if err != nil {
 		return i, err
 	}
-	i = skipSpace(b, i)
+	if j := skipSpace(b, i); j != i {
+		i, *spaced = j, true
+	}
 	if i >= len(b) || b[i] != ':' {
 		return i, errAt(i, "expected ':' after object key, found "+found(b, i))
 	}
@@ -177,49 +234,107 @@ func found(b []byte, i int) string {
 	return describeByte(b[i])
 }
 
+// stats describes a JSON value for the property limits and compaction:
+// depth is its nesting (0 for a scalar, 1 for a flat object or array),
+// members the number of members when it is an object, and spaced says
+// whether it holds insignificant whitespace.
+type stats struct {
+	depth, members int
+	spaced         bool
+}
+
 // scanValue validates the JSON value starting at b[i] (leading space allowed)
-// and returns the index just past it. It does not recurse, so hostile nesting
-// costs one byte of stack per level, bounded by the input's length.
+// and returns the index just past it.
 func scanValue(b []byte, i int) (int, *syntaxError) {
+	var st stats
+	return scanValueStats(b, i, &st)
+}
+
+// scanValueStats is scanValue that also fills st for the value. It does not
+// recurse, so hostile nesting costs one byte of stack per level, bounded by
+// the input's length.
+//
+// Strings, keys and integers take an inlined fast path that only recognises
+// the common shapes (no escapes, no fraction); anything else, errors
+// included, is scanned again from its start by scanString, scanKey or
+// scanNumber, so that both paths accept and report exactly the same.
+func scanValueStats(b []byte, i int, st *stats) (int, *syntaxError) {
 	var buf [32]byte
 	stack := buf[:0] // open containers: '{' or '['
 	var err *syntaxError
+	i = skipSpace(b, i)
+	spaced := false
 	for {
 		// A value is expected at b[i].
-		i = skipSpace(b, i)
+		if i < len(b) && b[i] <= ' ' {
+			if j := skipSpace(b, i); j != i {
+				i, spaced = j, true
+			}
+		}
 		if i >= len(b) {
 			return i, errAt(i, "unexpected end of input")
 		}
 		switch c := b[i]; {
+		case c == '"':
+			if j := plainRun(b, i+1); j < len(b) && b[j] == '"' {
+				i = j + 1
+			} else {
+				i, err = scanString(b, i)
+			}
+		case '1' <= c && c <= '9':
+			j := i + 1
+			for j < len(b) && '0' <= b[j] && b[j] <= '9' {
+				j++
+			}
+			if j < len(b) && (b[j] == '.' || b[j] == 'e' || b[j] == 'E') {
+				i, err = scanNumber(b, i)
+			} else {
+				i = j
+			}
 		case c == '{':
-			i = skipSpace(b, i+1)
+			i++
+			if i < len(b) && b[i] <= ' ' {
+				if j := skipSpace(b, i); j != i {
+					i, spaced = j, true
+				}
+			}
 			if i < len(b) && b[i] == '}' {
 				i++
+				st.depth = max(st.depth, len(stack)+1)
 				break
 			}
 			stack = append(stack, '{')
-			if i, err = scanKey(b, i); err != nil {
+			st.depth = max(st.depth, len(stack))
+			if len(stack) == 1 {
+				st.members++
+			}
+			if i, err = scanKeyFast(b, i, &spaced); err != nil {
 				return i, err
 			}
 			continue
 		case c == '[':
-			i = skipSpace(b, i+1)
+			i++
+			if i < len(b) && b[i] <= ' ' {
+				if j := skipSpace(b, i); j != i {
+					i, spaced = j, true
+				}
+			}
 			if i < len(b) && b[i] == ']' {
 				i++
+				st.depth = max(st.depth, len(stack)+1)
 				break
 			}
 			stack = append(stack, '[')
+			st.depth = max(st.depth, len(stack))
 			continue
-		case c == '"':
-			i, err = scanString(b, i)
+		case c == '-' || c == '0':
+			i, err = scanNumber(b, i)
 		case c == 't':
 			i, err = scanLiteral(b, i, "true")
 		case c == 'f':
 			i, err = scanLiteral(b, i, "false")
 		case c == 'n':
 			i, err = scanLiteral(b, i, "null")
-		case c == '-' || ('0' <= c && c <= '9'):
-			i, err = scanNumber(b, i)
 		default:
 			return i, errUnexpected(b, i)
 		}
@@ -230,9 +345,14 @@ func scanValue(b []byte, i int) (int, *syntaxError) {
 	closing:
 		for {
 			if len(stack) == 0 {
+				st.spaced = spaced
 				return i, nil
 			}
-			i = skipSpace(b, i)
+			if i < len(b) && b[i] <= ' ' {
+				if j := skipSpace(b, i); j != i {
+					i, spaced = j, true
+				}
+			}
 			top := stack[len(stack)-1]
 			switch {
 			case i >= len(b):
@@ -240,7 +360,10 @@ func scanValue(b []byte, i int) (int, *syntaxError) {
 			case b[i] == ',':
 				i++
 				if top == '{' {
-					if i, err = scanKey(b, i); err != nil {
+					if len(stack) == 1 {
+						st.members++
+					}
+					if i, err = scanKeyFast(b, i, &spaced); err != nil {
 						return i, err
 					}
 				}
@@ -257,101 +380,136 @@ func scanValue(b []byte, i int) (int, *syntaxError) {
 	}
 }
 
-// objectIter walks the members of the JSON object at the start of b,
-// validating as it goes. After next reports false, err says whether the
-// object was well formed and end is the index just past it.
-type objectIter struct {
-	b       []byte
-	end     int
-	started bool
-	done    bool
-	err     *syntaxError
-}
-
-// next returns the next member: key is the quoted key token, val the raw
-// value.
-func (it *objectIter) next() (key, val []byte, ok bool) {
-	if it.done {
-		return nil, nil, false
-	}
-	b := it.b
-	var i int
-	if !it.started {
-		it.started = true
-		if len(b) == 0 || b[0] != '{' {
-			return it.fail(errUnexpected(b, 0))
-		}
-		i = skipSpace(b, 1)
-		if i < len(b) && b[i] == '}' {
-			it.done, it.end = true, i+1
-			return nil, nil, false
-		}
-	} else {
-		i = skipSpace(b, it.end)
-		switch {
-		case i < len(b) && b[i] == '}':
-			it.done, it.end = true, i+1
-			return nil, nil, false
-		case i < len(b) && b[i] == ',':
-			i = skipSpace(b, i+1)
-		default:
-			return it.fail(errAt(i, "expected ',' or '}' in object, found "+found(b, i)))
+// scanKeyFast is scanKey with an inlined path for a key without escapes
+// directly followed by its colon.
+func scanKeyFast(b []byte, i int, spaced *bool) (int, *syntaxError) {
+	if i < len(b) && b[i] == '"' {
+		if j := plainRun(b, i+1); j+1 < len(b) && b[j] == '"' && b[j+1] == ':' {
+			return j + 2, nil
 		}
 	}
-	if i >= len(b) || b[i] != '"' {
-		return it.fail(errAt(i, "expected a string key, found "+found(b, i)))
-	}
-	kend, err := scanString(b, i)
-	if err != nil {
-		return it.fail(err)
-	}
-	key = b[i:kend]
-	i = skipSpace(b, kend)
-	if i >= len(b) || b[i] != ':' {
-		return it.fail(errAt(i, "expected ':' after object key, found "+found(b, i)))
-	}
-	i = skipSpace(b, i+1)
-	vend, err := scanValue(b, i)
-	if err != nil {
-		return it.fail(err)
-	}
-	it.end = vend
-	return key, b[i:vend], true
-}
-
-func (it *objectIter) fail(err *syntaxError) ([]byte, []byte, bool) {
-	it.done, it.err = true, err
-	return nil, nil, false
+	return scanKey(b, i, spaced)
 }
 
 // arrayElems returns the elements of the JSON array b (which must start with
 // '[') and the index just past the array.
 func arrayElems(b []byte) ([][]byte, int, *syntaxError) {
+	return appendArrayElems(nil, b)
+}
+
+// appendArrayElems is arrayElems appending the elements to dst.
+func appendArrayElems(dst [][]byte, b []byte) ([][]byte, int, *syntaxError) {
 	if len(b) == 0 || b[0] != '[' {
-		return nil, 0, errUnexpected(b, 0)
+		return dst, 0, errUnexpected(b, 0)
 	}
 	i := skipSpace(b, 1)
 	if i < len(b) && b[i] == ']' {
-		return nil, i + 1, nil
+		return dst, i + 1, nil
 	}
-	var elems [][]byte
 	for {
 		i = skipSpace(b, i)
 		end, err := scanValue(b, i)
 		if err != nil {
-			return nil, end, err
+			return dst, end, err
 		}
-		elems = append(elems, b[i:end])
+		dst = append(dst, b[i:end:end])
 		i = skipSpace(b, end)
 		switch {
 		case i < len(b) && b[i] == ']':
-			return elems, i + 1, nil
+			return dst, i + 1, nil
 		case i < len(b) && b[i] == ',':
 			i++
 		default:
-			return nil, i, errAt(i, "expected ',' or ']' in array, found "+found(b, i))
+			return dst, i, errAt(i, "expected ',' or ']' in array, found "+found(b, i))
 		}
 	}
+}
+
+// scanArray is scanValue for the array at b[i] that also appends its
+// elements to dst.
+func scanArray(b []byte, i int, dst [][]byte) ([][]byte, int, *syntaxError) {
+	i = skipSpace(b, i+1)
+	if i < len(b) && b[i] == ']' {
+		return dst, i + 1, nil
+	}
+	for {
+		i = skipSpace(b, i)
+		end, err := scanValue(b, i)
+		if err != nil {
+			return dst, end, err
+		}
+		dst = append(dst, b[i:end:end])
+		i = skipSpace(b, end)
+		switch {
+		case i >= len(b):
+			return dst, i, errAt(i, "unexpected end of input")
+		case b[i] == ',':
+			i++
+		case b[i] == ']':
+			return dst, i + 1, nil
+		default:
+			return dst, i, errAt(i, "expected ',' or ']' in array, found "+found(b, i))
+		}
+	}
+}
+
+// members iterates over the members of obj, a valid JSON object, without
+// validating it again: key is the quoted key token, at its index in obj,
+// val the raw value.
+func members(obj []byte, yield func(at int, key, val []byte) bool) {
+	i := skipSpace(obj, 1)
+	for i < len(obj) && obj[i] != '}' {
+		kstart, kend := i, skipString(obj, i)
+		key := obj[kstart:kend]
+		i = skipSpace(obj, kend) // at ':'
+		i = skipSpace(obj, i+1)  // at the value
+		vend := skipValid(obj, i)
+		if !yield(kstart, key, obj[i:vend:vend]) {
+			return
+		}
+		i = skipSpace(obj, vend) // at ',' or '}'
+		if obj[i] == ',' {
+			i = skipSpace(obj, i+1)
+		}
+	}
+}
+
+// skipString returns the index just past the valid JSON string at b[i].
+func skipString(b []byte, i int) int {
+	for i++; ; i++ {
+		i = plainRun(b, i)
+		if b[i] == '"' {
+			return i + 1
+		}
+		i++ // a backslash: skip the escaped byte (\u's digits are plain)
+	}
+}
+
+// skipValid returns the index just past the valid JSON value at b[i].
+func skipValid(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for ; i < len(b); i++ {
+			switch b[i] {
+			case '"':
+				i = skipString(b, i) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+		}
+		return i
+	}
+	for i < len(b) && b[i] != ',' && b[i] != '}' && b[i] != ']' && !isSpace(b[i]) {
+		i++
+	}
+	return i
 }
 
 // decodeString returns the content of the quoted, already validated JSON

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 )
 
 // scanValid is json.Valid in terms of scanValue.
@@ -75,4 +76,31 @@ func TestAppendCompactStats(t *testing.T) {
 			t.Errorf("%s: depth %d members %d, want %d %d", tt.in, d, m, tt.depth, tt.members)
 		}
 	}
+}
+
+// FuzzRFC3339 checks the RFC 3339 fast path against time.Parse: whatever it
+// accepts, time.Parse accepts with the same time.
+func FuzzRFC3339(f *testing.F) {
+	for _, s := range []string{
+		"2026-11-27T10:00:00Z", "2026-11-27T10:00:00.123Z", "2026-11-27T11:00:00+01:00",
+		"2026-11-27T10:00:00.123456789123Z", "0000-01-01T00:00:00Z", "9999-12-31T23:59:59.999-23:59",
+		"2024-02-29T00:00:00Z", "2023-02-29T00:00:00Z", "1900-02-29T00:00:00Z", "2000-02-29T00:00:00Z",
+		"1969-12-31T23:59:59.5Z", "2026-11-27T24:00:00Z", "2026-11-27t10:00:00z", "2026-11-27T10:00:00.Z",
+		"2026-11-27T10:00:00+24:00", "2026-11-27T10:00:00+01:60", "2026-11-27T10:00:00+0100",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		ms, ok := fastRFC3339Ms([]byte(s))
+		if !ok {
+			return
+		}
+		tm, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			t.Fatalf("%q: fast path gives %d, time.Parse fails: %v", s, ms, err)
+		}
+		if tm.UnixMilli() != ms {
+			t.Fatalf("%q: fast path gives %d, time.Parse %d", s, ms, tm.UnixMilli())
+		}
+	})
 }

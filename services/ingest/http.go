@@ -123,32 +123,35 @@ func (i *Ingest) postEvents(w http.ResponseWriter, r *http.Request) {
 		trace = requestTraceHeaders(r.Header)
 	}
 	var (
-		out    []*kgo.Record
-		counts counts
+		out     []*kgo.Record
+		counts  counts
+		buf     []byte
+		scratch normalize.Scratch
+		flats   []normalize.Flat
 	)
+	now := i.norm.Now()
 	for idx, rec := range records {
-		results := i.norm.Normalize(rec)
-		for _, res := range results {
+		flats = i.norm.AppendFlat(flats[:0], rec, now, &scratch)
+		for k := range flats {
+			f := &flats[k]
 			// A body that is one CleverTap upload reports positions in
 			// "d"; otherwise the position of the record in the body.
 			index := idx
 			if len(records) == 1 {
-				index = res.Index
+				index = f.Index
 			}
-			if res.Err != nil {
-				counts.reject(res.Err.Code)
-				resp.Rejected = append(resp.Rejected, Rejection{Index: index, Error: res.Err.Error()})
+			if f.Err != nil {
+				counts.reject(f.Err.Code)
+				resp.Rejected = append(resp.Rejected, Rejection{Index: index, Error: f.Err.Error()})
 				continue
 			}
-			kr, err := i.eventRecord(res.Event, trace)
-			if err != nil {
-				app.WriteError(w, http.StatusInternalServerError, err.Error())
-				return
-			}
-			kr.Context = spanCtx
+			kr := new(kgo.Record)
+			buf = i.appendEvent(kr, buf, f, trace)
+			kr.Context, kr.Timestamp = spanCtx, now
 			out = append(out, kr)
-			counts.accept(res.Event.SourceFormat)
+			counts.accept(f.Format)
 		}
+		scratch.Reset()
 	}
 	if err := kafka.ProduceSync(r.Context(), cl, out...); err != nil {
 		status := http.StatusServiceUnavailable

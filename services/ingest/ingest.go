@@ -13,12 +13,10 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	oteltrace "go.opentelemetry.io/otel/trace"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/hookstream/hookstream/pkg/kafka"
 	"github.com/hookstream/hookstream/pkg/normalize"
 	"github.com/hookstream/hookstream/pkg/service"
-	hookstreamv1 "github.com/hookstream/hookstream/proto/hookstream/v1"
 )
 
 // DLQ headers of CONTRACT.md section 1.
@@ -56,6 +54,9 @@ type Ingest struct {
 
 	accepted, rejected metric.Int64Counter
 	tracer             oteltrace.Tracer
+
+	// mem is the memory of the consumer's batches (see handle).
+	mem batchMem
 }
 
 // New returns an ingest service.
@@ -104,7 +105,10 @@ func (i *Ingest) Service() *service.Service {
 // events topic, every invalid one to the DLQ; the batch is committed only
 // after the broker has acknowledged all of them.
 func (i *Ingest) handle(ctx context.Context, recs []*kgo.Record) error {
-	out, counts := i.outputs(recs)
+	// The consumer hands over one batch at a time, so i.mem is this
+	// batch's alone; once ProduceSync has returned, franz-go has called
+	// every record's promise and holds none of them any more.
+	out, counts := i.outputs(recs, &i.mem)
 	if err := kafka.ProduceSync(ctx, i.cons.Client(), out...); err != nil {
 		return err
 	}
@@ -116,66 +120,96 @@ func (i *Ingest) handle(ctx context.Context, recs []*kgo.Record) error {
 const minChunk = 256
 
 // outputs returns the events and dead letters of recs, in the order of
-// recs (so a user's records keep their order). Large batches are split into
-// contiguous chunks normalised in parallel, one per CPU: normalising is the
-// costliest part of a batch and would otherwise run on one core while the
-// others wait.
-func (i *Ingest) outputs(recs []*kgo.Record) ([]*kgo.Record, *counts) {
-	n := min(runtime.GOMAXPROCS(0), len(recs)/minChunk)
-	if n <= 1 {
-		var c chunk
-		i.normalizeChunk(&c, recs)
-		return c.out, &c.counts
+// recs (so a user's records keep their order), built in mem: they are valid
+// until mem is used again. Large batches are split into contiguous chunks
+// normalised in parallel, one per CPU: normalising is the costliest part of
+// a batch and would otherwise run on one core while the others wait.
+func (i *Ingest) outputs(recs []*kgo.Record, mem *batchMem) ([]*kgo.Record, *counts) {
+	now := i.norm.Now() // one clock read for the batch
+	n := max(1, min(runtime.GOMAXPROCS(0), len(recs)/minChunk))
+	for len(mem.chunks) < n {
+		mem.chunks = append(mem.chunks, chunk{})
 	}
-	chunks := make([]chunk, n)
+	chunks := mem.chunks[:n]
+	if n == 1 {
+		i.normalizeChunk(&chunks[0], recs, now)
+		return chunks[0].out, &chunks[0].counts
+	}
 	size := (len(recs) + n - 1) / n
 	var wg sync.WaitGroup
 	for k := range chunks {
 		part := recs[min(k*size, len(recs)):min((k+1)*size, len(recs))]
-		wg.Go(func() { i.normalizeChunk(&chunks[k], part) })
+		wg.Go(func() { i.normalizeChunk(&chunks[k], part, now) })
 	}
 	wg.Wait()
-	total := 0
-	for k := range chunks {
-		total += len(chunks[k].out)
-	}
-	out := make([]*kgo.Record, 0, total)
+	out := mem.out[:0]
 	for k := range chunks {
 		out = append(out, chunks[k].out...)
 		if k > 0 {
 			chunks[0].counts.merge(&chunks[k].counts)
 		}
 	}
+	mem.out = out
 	return out, &chunks[0].counts
 }
 
-// chunk is the work of one goroutine of outputs.
+// batchMem is the memory of a batch's outputs, reused batch after batch.
+// The zero value is ready to use. Records of an earlier, larger batch stay in
+// the slab until overwritten, with their trace headers and contexts: at most
+// one batch's worth.
+type batchMem struct {
+	chunks []chunk
+	out    []*kgo.Record
+}
+
+// chunk is the work, and the memory, of one goroutine of outputs.
 type chunk struct {
 	out    []*kgo.Record
 	counts counts
+	// buf holds the events' keys and values; slab their records.
+	buf     []byte
+	slab    []kgo.Record
+	scratch normalize.Scratch
+	flats   []normalize.Flat
 }
 
-// normalizeChunk fills c with the outputs of recs. Output records are
-// carved from one slab, and keys and values from one buffer sized for the
-// whole chunk (an event is about as large as its raw JSON; if the buffer
-// must grow, the slices handed out keep the old backing array), to spare the
-// allocator per-record work.
-func (i *Ingest) normalizeChunk(c *chunk, recs []*kgo.Record) {
-	c.out = make([]*kgo.Record, 0, len(recs))
-	slab := make([]kgo.Record, len(recs))
+// maxKeptBuf bounds the event buffer a chunk keeps for the next batch, so
+// that one batch of huge records does not hold on to its memory for good.
+const maxKeptBuf = 8 << 20
+
+// normalizeChunk fills c with the outputs of recs, normalised at now (which
+// is also their records' timestamp, sparing the producer a clock read per
+// record). Events are encoded straight from the normaliser's flat form
+// (normalize.AppendFlat, which allocates nothing for a valid record) into
+// one buffer sized for the whole chunk, and their records are carved from
+// one slab, both kept for the next batch: a valid record costs no
+// allocation. (An event is about as large as its raw JSON; if the buffer
+// must grow, the slices handed out keep the old backing array.)
+func (i *Ingest) normalizeChunk(c *chunk, recs []*kgo.Record, now time.Time) {
+	c.out = c.out[:0]
+	c.counts.reset()
 	size := 0
 	for _, r := range recs {
 		size += len(r.Value) + 64
 	}
-	buf := make([]byte, 0, size)
+	buf := c.buf[:0]
+	if cap(buf) < size || cap(buf) > max(size, maxKeptBuf) {
+		buf = make([]byte, 0, size)
+	}
+	if cap(c.slab) < len(recs) {
+		c.slab = make([]kgo.Record, len(recs))
+	}
+	slab := c.slab[:len(recs)]
 	next := func() *kgo.Record {
-		if len(slab) == 0 {
+		if len(slab) == 0 { // more events than records: CleverTap uploads
 			slab = make([]kgo.Record, max(len(recs)/4, 16))
 		}
 		r := &slab[0]
 		slab = slab[1:]
 		return r
 	}
+	scratch, flats := &c.scratch, c.flats[:0]
+	var accepted [3]int64 // native, segment, clevertap: counted here, not in a map per record
 	for _, r := range recs {
 		// With tracing on and the record sampled, outputs continue an
 		// ingest.normalize span through their Context (the Kafka hooks write
@@ -190,25 +224,30 @@ func (i *Ingest) normalizeChunk(c *chunk, recs []*kgo.Record) {
 			trace = traceHeaders(r.Headers)
 		}
 		first := len(c.out)
-		for _, res := range i.norm.Normalize(r.Value) {
-			if res.Err != nil {
-				c.counts.reject(res.Err.Code)
-				c.out = append(c.out, i.deadLetter(r, res))
+		flats = i.norm.AppendFlat(flats[:0], r.Value, now, scratch)
+		for k := range flats {
+			f := &flats[k]
+			if f.Err != nil {
+				c.counts.reject(f.Err.Code)
+				dl := i.deadLetter(r, f.Index, f.Raw, f.Err)
+				dl.Timestamp = now
+				c.out = append(c.out, dl)
 				continue
 			}
 			out := next()
-			var err error
-			if buf, err = i.appendEvent(out, buf, res.Event, trace); err != nil {
-				// proto.Marshal fails only on invalid UTF-8 in a string
-				// field, which the normaliser has already refused.
-				c.counts.reject(normalize.CodeInvalidUTF8)
-				c.out = append(c.out, i.deadLetter(r, normalize.Result{Index: res.Index, Raw: res.Raw,
-					Err: &normalize.Error{Code: normalize.CodeInvalidUTF8, Reason: "record: " + err.Error()}}))
-				continue
+			buf = i.appendEvent(out, buf, f, trace)
+			out.Timestamp = now
+			switch f.Format {
+			case normalize.FormatNative:
+				accepted[0]++
+			case normalize.FormatSegment:
+				accepted[1]++
+			case normalize.FormatCleverTap:
+				accepted[2]++
 			}
-			c.counts.accept(res.Event.SourceFormat)
 			c.out = append(c.out, out)
 		}
+		scratch.Reset() // the events are encoded: nothing points into it
 		if span != nil {
 			for _, o := range c.out[first:] {
 				o.Context = ctx
@@ -216,6 +255,13 @@ func (i *Ingest) normalizeChunk(c *chunk, recs []*kgo.Record) {
 			span.End()
 		}
 	}
+	c.counts.acceptN(normalize.FormatNative, accepted[0])
+	c.counts.acceptN(normalize.FormatSegment, accepted[1])
+	c.counts.acceptN(normalize.FormatCleverTap, accepted[2])
+	if cap(buf) <= maxKeptBuf {
+		c.buf = buf
+	}
+	c.flats = flats[:0]
 }
 
 // counts are a batch's accepted records by format and rejected ones by
@@ -224,11 +270,16 @@ type counts struct {
 	accepted, rejected map[string]int64
 }
 
-func (c *counts) accept(format string) {
+func (c *counts) accept(format string) { c.acceptN(format, 1) }
+
+func (c *counts) acceptN(format string, n int64) {
+	if n == 0 {
+		return
+	}
 	if c.accepted == nil {
 		c.accepted = map[string]int64{}
 	}
-	c.accepted[format]++
+	c.accepted[format] += n
 }
 
 func (c *counts) reject(code string) {
@@ -236,6 +287,12 @@ func (c *counts) reject(code string) {
 		c.rejected = map[string]int64{}
 	}
 	c.rejected[code]++
+}
+
+// reset empties c, keeping its maps.
+func (c *counts) reset() {
+	clear(c.accepted)
+	clear(c.rejected)
 }
 
 func (c *counts) merge(o *counts) {
@@ -262,28 +319,16 @@ func (c *counts) add(ctx context.Context, i *Ingest, source string) {
 	}
 }
 
-// eventRecord returns the events record of ev.
-func (i *Ingest) eventRecord(ev *hookstreamv1.Event, trace []kgo.RecordHeader) (*kgo.Record, error) {
-	r := new(kgo.Record)
-	_, err := i.appendEvent(r, nil, ev, trace)
-	return r, err
-}
-
-// appendEvent makes r the events record of ev, keyed by identity, with key
+// appendEvent makes r the events record of f, keyed by identity, with key
 // and value appended to buf; it returns the grown buf.
-func (i *Ingest) appendEvent(r *kgo.Record, buf []byte, ev *hookstreamv1.Event, trace []kgo.RecordHeader) ([]byte, error) {
+func (i *Ingest) appendEvent(r *kgo.Record, buf []byte, f *normalize.Flat, trace []kgo.RecordHeader) []byte {
 	start := len(buf)
-	buf = append(buf, ev.Identity...)
+	buf = append(buf, f.Identity...)
 	keyEnd := len(buf)
-	grown, err := marshal.MarshalAppend(buf, ev)
-	if err != nil {
-		return buf[:start], err
-	}
-	*r = kgo.Record{Topic: i.topics.Events, Key: grown[start:keyEnd:keyEnd], Value: grown[keyEnd:len(grown):len(grown)], Headers: trace}
-	return grown, nil
+	buf = f.AppendProto(buf)
+	*r = kgo.Record{Topic: i.topics.Events, Key: buf[start:keyEnd:keyEnd], Value: buf[keyEnd:len(buf):len(buf)], Headers: trace}
+	return buf
 }
-
-var marshal = proto.MarshalOptions{}
 
 // deadLetter keeps the original bytes (of the element, for a CleverTap
 // upload) and says why and where from in headers.
@@ -292,20 +337,45 @@ var marshal = proto.MarshalOptions{}
 // longer fit in a produce batch: the producer would refuse it every time, the
 // batch would be retried forever and the partition would stop. Such a value
 // is cut to fit, and HeaderTruncated says so.
-func (i *Ingest) deadLetter(r *kgo.Record, res normalize.Result) *kgo.Record {
-	raw := res.Raw
+func (i *Ingest) deadLetter(r *kgo.Record, index int, raw []byte, rerr *normalize.Error) *kgo.Record {
 	if raw == nil {
 		raw = r.Value
 	}
-	h := []kgo.RecordHeader{
-		{Key: HeaderError, Value: []byte(res.Err.Error())},
-		{Key: HeaderErrorCode, Value: []byte(res.Err.Code)},
-		{Key: HeaderSourceTopic, Value: []byte(r.Topic)},
-		{Key: HeaderSourcePartition, Value: []byte(strconv.Itoa(int(r.Partition)))},
-		{Key: HeaderSourceOffset, Value: []byte(strconv.FormatInt(r.Offset, 10))},
-		{Key: HeaderSourceIndex, Value: []byte(strconv.Itoa(res.Index))},
+	// The header values share one allocation, and so do the headers.
+	reason := rerr.Error()
+	vals := make([]byte, 0, len(reason)+len(rerr.Code)+len(r.Topic)+3*20)
+	val := func(from int) []byte { return vals[from:len(vals):len(vals)] }
+	vals = append(vals, reason...)
+	errVal := val(0)
+	at := len(vals)
+	vals = append(vals, rerr.Code...)
+	codeVal := val(at)
+	at = len(vals)
+	vals = append(vals, r.Topic...)
+	topicVal := val(at)
+	at = len(vals)
+	vals = strconv.AppendInt(vals, int64(r.Partition), 10)
+	partVal := val(at)
+	at = len(vals)
+	vals = strconv.AppendInt(vals, r.Offset, 10)
+	offVal := val(at)
+	at = len(vals)
+	vals = strconv.AppendInt(vals, int64(index), 10)
+	idxVal := val(at)
+	h := make([]kgo.RecordHeader, 0, 6+len(r.Headers)+1)
+	h = append(h,
+		kgo.RecordHeader{Key: HeaderError, Value: errVal},
+		kgo.RecordHeader{Key: HeaderErrorCode, Value: codeVal},
+		kgo.RecordHeader{Key: HeaderSourceTopic, Value: topicVal},
+		kgo.RecordHeader{Key: HeaderSourcePartition, Value: partVal},
+		kgo.RecordHeader{Key: HeaderSourceOffset, Value: offVal},
+		kgo.RecordHeader{Key: HeaderSourceIndex, Value: idxVal},
+	)
+	for _, x := range r.Headers {
+		if isTraceHeader(x.Key) {
+			h = append(h, x)
+		}
 	}
-	h = append(h, traceHeaders(r.Headers)...)
 	size := len(r.Key) + len(raw) + len(HeaderTruncated) + 20
 	for _, x := range h {
 		size += len(x.Key) + len(x.Value)
@@ -321,9 +391,13 @@ func (i *Ingest) deadLetter(r *kgo.Record, res normalize.Result) *kgo.Record {
 func traceHeaders(hs []kgo.RecordHeader) []kgo.RecordHeader {
 	var out []kgo.RecordHeader
 	for _, h := range hs {
-		if h.Key == "traceparent" || h.Key == "tracestate" || h.Key == "baggage" {
+		if isTraceHeader(h.Key) {
 			out = append(out, h)
 		}
 	}
 	return out
+}
+
+func isTraceHeader(key string) bool {
+	return key == "traceparent" || key == "tracestate" || key == "baggage"
 }

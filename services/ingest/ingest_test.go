@@ -13,7 +13,7 @@ import (
 // TestOutputsKeepOrder checks the batch step the consumer runs: however a
 // batch is split for parallel normalising, its outputs come out in the order
 // of the raw records (a user's events must not be reordered), and the
-// counts add up.
+// counts add up. The cases share one batchMem, as the consumer's batches do.
 func TestOutputsKeepOrder(t *testing.T) {
 	kcfg := kafkatest.Config("127.0.0.1:1") // never dialled
 	in, err := New(defaultConfig(), kcfg, quiet, noop.NewMeterProvider().Meter("ingest"))
@@ -32,6 +32,7 @@ func TestOutputsKeepOrder(t *testing.T) {
 		{"large batch, last chunk all invalid", 4*minChunk + 7, func(k int) bool { return k >= 2*minChunk }},
 		{"large batch, mixed", 1000, func(k int) bool { return k%7 == 0 }},
 	}
+	mem := new(batchMem)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			recs := make([]*kgo.Record, tt.records)
@@ -45,7 +46,7 @@ func TestOutputsKeepOrder(t *testing.T) {
 				}
 				recs[k] = &kgo.Record{Topic: kcfg.Topics().EventsRaw, Partition: 0, Offset: int64(k), Value: []byte(v)}
 			}
-			out, counts := in.outputs(recs)
+			out, counts := in.outputs(recs, mem)
 			if len(out) != len(recs) {
 				t.Fatalf("%d outputs for %d records", len(out), len(recs))
 			}
