@@ -84,6 +84,11 @@ CHAOS_DURATION ?= 3m
 chaos: tools ## Fault injection over four service processes: >= 20 faults of every kind; CHAOS_SEED=N repeats a run, CHAOS_LOGS=DIR keeps the logs (make test runs a short form).
 	go test -race -count=1 -timeout 40m -v -run '^TestChaos$$' ./services/hookstream/e2e/ -args -chaos.full -chaos.seed=$(CHAOS_SEED) -chaos.duration=$(CHAOS_DURATION) $(if $(CHAOS_LOGS),-chaos.logs=$(CHAOS_LOGS))
 
+LOAD_FLAGS ?=
+.PHONY: load
+load: tools ## Load: 5,000 events/s for 5 min through four service processes, without -race; latency, lag, RSS (LOAD_FLAGS='-load.rate=2000 -load.duration=15m'; make test runs a short form).
+	go test -count=1 -timeout 60m -v -run '^TestLoad$$' ./services/hookstream/e2e/ -args $(LOAD_FLAGS)
+
 .PHONY: bench
 bench: tools ## Run the benchmarks and print figures.
 	go test -run '^$$' -bench . -benchmem -count=1 $(shell go list -m -f '{{.Dir}}/...' | sed 's|$(CURDIR)/|./|')

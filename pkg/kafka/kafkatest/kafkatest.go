@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 
@@ -23,7 +24,7 @@ type Cluster struct {
 // New starts an in-memory broker on a free port, closed when the test ends.
 func New(t testing.TB) *Cluster {
 	t.Helper()
-	b, err := embedded.Start(embedded.Config{Partitions: 3}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b, err := embedded.Start(embedded.Config{Partitions: 3, CleanerInterval: 500 * time.Millisecond}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatalf("start kfake: %v", err)
 	}
