@@ -281,6 +281,12 @@ func AsNumber(v any) (float64, bool) {
 		f, err := n.Float64()
 		return f, err == nil
 	case string:
+		// Only a string that starts like a finite number can be one; the
+		// check spares ParseFloat's error (two allocations) for every
+		// comparison of a word such as "Canada".
+		if n == "" || !(n[0] >= '0' && n[0] <= '9' || n[0] == '-' || n[0] == '+' || n[0] == '.') {
+			return 0, false
+		}
 		f, err := strconv.ParseFloat(n, 64)
 		return f, err == nil && !math.IsNaN(f) && !math.IsInf(f, 0)
 	}

@@ -106,3 +106,14 @@ func FuzzCompare(f *testing.F) {
 		}
 	})
 }
+
+func TestAsNumberStrings(t *testing.T) {
+	for s, want := range map[string]bool{
+		"12": true, "-1.5": true, "+3": true, ".5": true, "1e3": true, "0x1p4": true,
+		"": false, "Canada": false, " 1": false, "Inf": false, "-Inf": false, "+inf": false, "NaN": false, "nan": false, "1e999": false, "12abc": false,
+	} {
+		if _, ok := AsNumber(s); ok != want {
+			t.Errorf("AsNumber(%q) ok = %v, want %v", s, ok, want)
+		}
+	}
+}

@@ -2,7 +2,6 @@ package kafka
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -63,17 +62,15 @@ func newClient(cfg Config, log *slog.Logger, component string, traced bool, opts
 	default:
 		return nil, fmt.Errorf("kafka: unknown SASL mechanism %q", cfg.SASL.Mechanism)
 	}
-	// W3C trace context in record headers, with publish and receive spans,
-	// through the global tracer provider (a no-op one unless tracing is
-	// configured: see telemetry.NewTracing, which must run first).
-	kopts := []kotel.Opt{kotel.WithMeter(kotel.NewMeter(kotel.MeterProvider(otel.GetMeterProvider())))}
+	// kotel's produce and fetch metrics; W3C trace context in record
+	// headers, with publish and receive spans, through the global tracer
+	// provider (see telemetry.NewTracing, which must run first; with
+	// tracing off, the context records arrive with is only passed on).
+	hooks := kotel.NewKotel(kotel.WithMeter(kotel.NewMeter(kotel.MeterProvider(otel.GetMeterProvider())))).Hooks()
 	if traced {
-		kopts = append(kopts, kotel.WithTracer(kotel.NewTracer(kotel.TracerProvider(otel.GetTracerProvider()),
-			kotel.TracerPropagator(otel.GetTextMapPropagator()), kotel.ClientID(cfg.ClientID+"-"+component),
-			// Keys are user identities: personal data stays out of spans.
-			kotel.KeyFormatter(func(*kgo.Record) (string, error) { return "", errKeyOmitted }))))
+		hooks = append(hooks, newRecordTracer(otel.GetTracerProvider(), otel.GetTextMapPropagator(), cfg.ClientID+"-"+component))
 	}
-	base = append(base, kgo.WithHooks(kotel.NewKotel(kopts...).Hooks()...))
+	base = append(base, kgo.WithHooks(hooks...))
 	cl, err := kgo.NewClient(append(base, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("kafka client %s: %w", component, err)
@@ -95,8 +92,6 @@ func Ping(ctx context.Context, cl *kgo.Client) error {
 		}
 	}
 }
-
-var errKeyOmitted = errors.New("record keys are not recorded in spans")
 
 // quieter demotes franz-go's info logs (connections, metadata, group
 // joins) to debug: they are useful when debugging and noise otherwise.

@@ -69,9 +69,21 @@ func StartEmbedded() (*Embedded, error) {
 	return e, nil
 }
 
+// Expiry granularity of the embedded Redis: keys expire at most
+// minExpiryTick late, and later (up to maxExpiryTick) when there are so
+// many keys that expiring them (miniredis goes through every key, sorted)
+// would take more than 1/expiryShare of a core. A `hookstream dev` that
+// has handled a few hundred thousand triggers holds as many dedupe keys
+// (kept for days); going through them every 250ms took half a core.
+const (
+	minExpiryTick = 250 * time.Millisecond
+	maxExpiryTick = 5 * time.Second
+	expiryShare   = 50
+)
+
 func (e *Embedded) tick() {
 	defer e.wg.Done()
-	t := time.NewTicker(250 * time.Millisecond)
+	t := time.NewTimer(minExpiryTick)
 	defer t.Stop()
 	last := time.Now()
 	for {
@@ -82,6 +94,7 @@ func (e *Embedded) tick() {
 			e.m.SetTime(now)
 			e.m.FastForward(now.Sub(last))
 			last = now
+			t.Reset(min(max(expiryShare*time.Since(now), minExpiryTick), maxExpiryTick))
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -30,6 +31,22 @@ var WellKnown = map[string]bool{"Email": true, "Identity": true, "ObjectId": tru
 // ErrRenderLimit is wrapped by render errors caused by a template exceeding
 // the render limits (time, loop iterations, output or value size).
 var ErrRenderLimit = errors.New("template exceeds the render limits")
+
+// ErrRenderTimeout is wrapped (beside ErrRenderLimit) by the error of a
+// render that ran past its time limit. The limit is on the wall clock,
+// which a starved CPU (a throttled pod, a GC pause) spends too: such a
+// failure need not repeat, so the dispatcher retries it, where the other
+// limits are final.
+var ErrRenderTimeout = errors.New("rendering took too long")
+
+// renderTimeoutError reads like the other limit errors and is both
+// ErrRenderLimit and ErrRenderTimeout.
+type renderTimeoutError struct{ msg string }
+
+func (e renderTimeoutError) Error() string { return e.msg }
+func (e renderTimeoutError) Is(target error) bool {
+	return target == ErrRenderLimit || target == ErrRenderTimeout
+}
 
 // Request is a rendered webhook request, before signing.
 type Request struct {
@@ -384,18 +401,26 @@ func ProfileBody(c *manifest.Campaign, keyValues map[string]string, triggers []*
 	var b bytes.Buffer
 	b.Grow(128 + 96*len(triggers))
 	b.WriteString(`{"targetId":`)
-	b.WriteString(strconv.FormatInt(targetID, 10))
+	b.Write(strconv.AppendInt(b.AvailableBuffer(), targetID, 10))
 	b.WriteString(`,"campaign":`)
 	writeString(&b, c.Metadata.Name)
 	if len(keyValues) > 0 {
 		b.WriteString(`,"key_values":{`)
-		for i, k := range SortedKeys(keyValues) {
-			if i > 0 {
-				b.WriteByte(',')
+		if len(keyValues) == 1 {
+			for k, v := range keyValues {
+				writeString(&b, k)
+				b.WriteByte(':')
+				writeString(&b, v)
 			}
-			writeString(&b, k)
-			b.WriteByte(':')
-			writeString(&b, keyValues[k])
+		} else {
+			for i, k := range SortedKeys(keyValues) {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				writeString(&b, k)
+				b.WriteByte(':')
+				writeString(&b, keyValues[k])
+			}
 		}
 		b.WriteByte('}')
 	}
@@ -403,37 +428,40 @@ func ProfileBody(c *manifest.Campaign, keyValues map[string]string, triggers []*
 	type field struct {
 		key string
 		raw []byte // JSON, or nil for the custom ProfileData object
+		// identity: the value is str, written as a JSON string
+		identity bool
+		str      string
 	}
+	fields := make([]field, 0, len(vars))
 	for i, t := range triggers {
 		if i > 0 {
 			b.WriteByte(',')
 		}
 		prof := members(t.GetProfileJson())
-		fields := make([]field, 0, len(vars))
+		fields = fields[:0]
 		for _, v := range vars {
 			switch v {
 			case "Identity":
-				id, _ := json.Marshal(t.GetIdentity())
-				fields = append(fields, field{"Identity", id})
+				fields = append(fields, field{key: "Identity", str: t.GetIdentity(), identity: true})
 			case "ProfileData":
 				for _, m := range prof {
 					if !WellKnown[m.key] {
-						fields = append(fields, field{"ProfileData", nil})
+						fields = append(fields, field{key: "ProfileData"})
 						break
 					}
 				}
 			case "Event_properties":
 				props := bytes.TrimSpace(t.GetCauseEventPropertiesJson())
 				if len(props) > 2 && props[0] == '{' {
-					fields = append(fields, field{"Event_properties", props})
+					fields = append(fields, field{key: "Event_properties", raw: props})
 				}
 			default:
 				if raw, ok := prof.get(v); ok && !isNull(raw) {
-					fields = append(fields, field{v, raw})
+					fields = append(fields, field{key: v, raw: raw})
 				}
 			}
 		}
-		sort.Slice(fields, func(a, b int) bool { return fields[a].key < fields[b].key })
+		slices.SortFunc(fields, func(a, b field) int { return strings.Compare(a.key, b.key) })
 		b.WriteByte('{')
 		for j, f := range fields {
 			if j > 0 {
@@ -441,6 +469,10 @@ func ProfileBody(c *manifest.Campaign, keyValues map[string]string, triggers []*
 			}
 			writeString(&b, f.key)
 			b.WriteByte(':')
+			if f.identity {
+				writeString(&b, f.str)
+				continue
+			}
 			if f.raw != nil {
 				if err := json.Compact(&b, f.raw); err != nil {
 					return nil, fmt.Errorf("%s of trigger %s: %w", f.key, t.GetId(), err)
@@ -680,13 +712,18 @@ func (b *budget) fail(format string, args ...any) error {
 	return b.err
 }
 
+func (b *budget) failTimeout() error {
+	b.err = renderTimeoutError{fmt.Sprintf("%s: rendering took longer than %s", ErrRenderLimit, b.limits.Timeout)}
+	return b.err
+}
+
 func (b *budget) step() error {
 	b.steps++
 	if b.steps > b.limits.MaxIterations {
 		return b.fail("more than %d loop iterations", b.limits.MaxIterations)
 	}
 	if b.steps%64 == 1 && time.Now().After(b.deadline) {
-		return b.fail("rendering took longer than %s", b.limits.Timeout)
+		return b.failTimeout()
 	}
 	return nil
 }
@@ -763,7 +800,7 @@ func (w *limitWriter) Write(p []byte) (int, error) {
 		return 0, w.err
 	}
 	if time.Now().After(w.b.deadline) {
-		w.err = w.b.fail("rendering took longer than %s", w.b.limits.Timeout)
+		w.err = w.b.failTimeout()
 		return 0, w.err
 	}
 	return w.buf.Write(p)

@@ -8,7 +8,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"io"
 	"net"
 	"net/http"
@@ -22,10 +21,14 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/hookstream/hookstream/pkg/manifest"
 )
 
-// Version is sent in User-Agent: hookstream/Version.
+// Version is sent in User-Agent: hookstream/Version (as it is when the
+// Sender is made).
 var Version = "dev"
 
 // ErrForbiddenAddress is returned when the endpoint resolves to an address
@@ -75,6 +78,8 @@ var ErrTooLarge = errors.New("response too large")
 type Sender struct {
 	client *http.Client
 	opts   SenderOptions
+	tracer trace.Tracer
+	ua     string // User-Agent
 }
 
 // SenderOptions configure a Sender.
@@ -147,10 +152,8 @@ func NewSenderWithOptions(o SenderOptions) *Sender {
 		ForceAttemptHTTP2:   false, // HTTP/1.1 keep-alive per host
 	}
 	follow := o.FollowRedirects
-	return &Sender{opts: o, client: &http.Client{
-		// A client span per request; it writes traceparent from the
-		// request's context (the delivery's span).
-		Transport: otelhttp.NewTransport(tr, otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return "HTTP " + r.Method })),
+	return &Sender{opts: o, ua: "hookstream/" + Version, tracer: otel.GetTracerProvider().Tracer("github.com/hookstream/hookstream/webhook"), client: &http.Client{
+		Transport: tr,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			if len(via) > follow {
 				return http.ErrUseLastResponse
@@ -216,7 +219,7 @@ func (s *Sender) Send(ctx context.Context, wh *manifest.Webhook, a Attempt) Resu
 		return Result{Err: fmt.Errorf("%w: %w", ErrRequest, err)}
 	}
 	start := time.Now()
-	resp, err := s.client.Do(req)
+	resp, err := s.do(req)
 	res := Result{Latency: time.Since(start)}
 	if err != nil {
 		res.Err = err
@@ -261,15 +264,20 @@ func (s *Sender) request(ctx context.Context, wh *manifest.Webhook, a Attempt) (
 	if err != nil {
 		return nil, fmt.Errorf("webhook url: %w", err)
 	}
+	// Sized for the headers below, the webhook's own and the few the
+	// transport adds, so that it is not grown on every request.
+	h := make(http.Header, 8+len(wh.Spec.Headers))
+	req.Header = h
 	for k, v := range wh.Spec.Headers {
-		req.Header.Set(k, v)
+		h.Set(k, v)
 	}
-	// Canonical keys set directly: these are on every request.
-	h := req.Header
-	h["Content-Type"] = []string{a.Request.ContentType}
-	h["User-Agent"] = []string{"hookstream/" + Version}
-	h["Webhook-Id"] = []string{a.ID}
-	h["Webhook-Timestamp"] = []string{strconv.FormatInt(a.Timestamp.Unix(), 10)}
+	// Canonical keys set directly: these are on every request. The four
+	// values share one backing array.
+	vals := [...]string{a.Request.ContentType, s.ua, a.ID, strconv.FormatInt(a.Timestamp.Unix(), 10)}
+	h["Content-Type"] = vals[0:1:1]
+	h["User-Agent"] = vals[1:2:2]
+	h["Webhook-Id"] = vals[2:3:3]
+	h["Webhook-Timestamp"] = vals[3:4:4]
 	if a.Traceparent != "" {
 		h["Traceparent"] = []string{a.Traceparent}
 	}
@@ -318,8 +326,8 @@ func (s *Sender) Fetch(ctx context.Context, rawURL string, timeout time.Duration
 		return nil, err
 	}
 	req.Header.Set("Accept", "application/json")
-	req.Header.Set("User-Agent", "hookstream/"+Version)
-	resp, err := s.client.Do(req)
+	req.Header.Set("User-Agent", s.ua)
+	resp, err := s.do(req)
 	if err != nil {
 		return nil, err
 	}

@@ -146,7 +146,7 @@ func (b *batcher) flush(ctx context.Context, batches []*openBatch) {
 	for _, ob := range batches {
 		for start := 0; start < len(ob.jobs); start += ob.max {
 			members := ob.jobs[start:min(start+ob.max, len(ob.jobs))]
-			j := &job{req: &hookstreamv1.DeliveryRequest{Campaign: ob.campaign, Attempt: 1}, trace: members[0].trace}
+			j := &job{req: &hookstreamv1.DeliveryRequest{Campaign: ob.campaign, Attempt: 1}, trace: members[0].trace, span: members[0].span}
 			for _, m := range members {
 				j.req.Triggers = append(j.req.Triggers, m.req.Triggers...)
 				j.acks = append(j.acks, m.acks...)

@@ -12,9 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hookstream/hookstream/pkg/manifest"
@@ -97,29 +95,48 @@ func (d *Dispatcher) deliver(j *job) (*outcome, webhook.Result, bool) {
 	if j.req.FirstAttemptMs == 0 {
 		j.req.FirstAttemptMs = now.UnixMilli()
 	}
-	// The attempt continues the trigger's trace (from its record's
-	// traceparent); with tracing on, the HTTP client span under it writes
-	// the webhook's traceparent.
-	ctx, span := d.tracer.Start(otel.GetTextMapPropagator().Extract(ctx, propagation.MapCarrier{"traceparent": j.trace}), "dispatcher.deliver",
-		trace.WithAttributes(attribute.String("campaign", j.req.Campaign), attribute.String("webhook", wh.Metadata.Name),
-			attribute.String("webhook_id", j.req.WebhookId), attribute.Int("attempt", int(j.req.Attempt))))
+	// The attempt continues the trigger's trace: a child of its record's
+	// receive span (or of its traceparent); with tracing on, the HTTP
+	// client span under it writes the webhook's traceparent.
+	var parent context.Context
+	if j.span.IsValid() {
+		parent = trace.ContextWithSpanContext(ctx, j.span)
+	} else {
+		parent = traceContext(ctx, j.trace)
+	}
+	// Attributes only for a span that records: building them was a
+	// measurable share of an attempt with tracing off.
+	ctx, span := d.tracer.Start(parent, "dispatcher.deliver")
 	defer span.End()
+	recording := span.IsRecording()
+	if recording {
+		span.SetAttributes(attribute.String("campaign", j.req.Campaign), attribute.String("webhook", wh.Metadata.Name),
+			attribute.String("webhook_id", j.req.WebhookId), attribute.Int("attempt", int(j.req.Attempt)))
+	}
 	req, err := d.sp.prepare(ctx, c, j.req.Triggers, now)
 	if errors.Is(err, errLinkedAbort) {
 		return d.suppressed(j, reasonLinkedContent, err.Error()), webhook.Result{}, false
+	}
+	if errors.Is(err, webhook.ErrRenderTimeout) {
+		// The render time limit is on the wall clock, which a starved CPU
+		// spends too: retried on the webhook's schedule like a failed
+		// attempt (the last one goes to the DLQ), not failed at once.
+		return d.attempted(j, wh, webhook.Result{Err: err}, d.now()), webhook.Result{}, false
 	}
 	if err != nil {
 		return d.failed(j, err.Error(), nil), webhook.Result{}, false
 	}
 	res := d.sp.attempt(ctx, wh, j.req.WebhookId, now, req, j.trace)
-	outcome := "delivered"
-	switch {
-	case res.Err != nil:
-		outcome = "error"
-	case !res.OK():
-		outcome = "http_" + strconv.Itoa(res.Status)
+	if recording {
+		outcome := "delivered"
+		switch {
+		case res.Err != nil:
+			outcome = "error"
+		case !res.OK():
+			outcome = "http_" + strconv.Itoa(res.Status)
+		}
+		span.SetAttributes(attribute.String("outcome", outcome), attribute.Int("http_status", res.Status))
 	}
-	span.SetAttributes(attribute.String("outcome", outcome), attribute.Int("http_status", res.Status))
 	return d.attempted(j, wh, res, d.now()), res, true
 }
 

@@ -50,6 +50,8 @@ type Dispatcher struct {
 	endpoints map[string]*endpoint
 	work      sync.WaitGroup // endpoint runners and their sends
 	stopping  atomic.Bool
+	// setNXGet is whether Redis takes SET with both NX and GET (7.0 on).
+	setNXGet atomic.Bool
 
 	disabledMu sync.Mutex
 	disabled   map[string]int64 // webhook → generation that answered 410
@@ -110,6 +112,7 @@ func (d *Dispatcher) starting(ctx context.Context) error {
 	if err := loadScripts(ctx, d.rdb); err != nil {
 		return err
 	}
+	d.probeSetNXGet(ctx)
 	if err := d.refreshDisabled(ctx); err != nil {
 		return err
 	}
@@ -195,11 +198,11 @@ func (d *Dispatcher) running(ctx context.Context) error {
 }
 
 func (d *Dispatcher) pollLoop(ctx context.Context) error {
-	backoff := time.Duration(0)
 	for {
 		if !d.tracker.waitCapacity(ctx, d.cfg.MaxPending) {
 			return nil
 		}
+		d.waitForRoom(ctx)
 		fetches := d.cl.PollRecords(ctx, d.kcfg.FetchMaxRecords)
 		if fetches.IsClientClosed() {
 			return nil
@@ -211,28 +214,59 @@ func (d *Dispatcher) pollLoop(ctx context.Context) error {
 		})
 		recs := fetches.Records()
 		if len(recs) > 0 {
-			acks := d.tracker.add(recs)
-			for {
-				err := d.process(ctx, recs, acks)
-				if err == nil {
-					backoff = 0
-					break
-				}
-				backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
-				d.log.Error("processing polled records failed; retrying", "records", len(recs), "err", err, "backoff", backoff)
-				select {
-				case <-ctx.Done():
-					// Left incomplete: not committed, handled again by the
-					// next owner of the partitions.
-					d.cl.AllowRebalance()
-					return nil
-				case <-time.After(backoff):
-				}
+			if !d.process(ctx, recs, d.tracker.add(recs)) {
+				// Left incomplete: not committed, handled again by the
+				// next owner of the partitions.
+				d.cl.AllowRebalance()
+				return nil
 			}
 		}
 		d.cl.AllowRebalance()
 		if ctx.Err() != nil {
 			return nil
+		}
+	}
+}
+
+// waitForRoom puts off the next poll while a fast webhook (one that sends
+// a poll's worth within half of MaxQueueWait) has a queue too long to take
+// another poll's records: the records wait in Kafka, which costs nothing,
+// rather than in memory, past MaxQueueWait. Polling resumes once every
+// such queue, with a whole poll added, would be sent within half of
+// MaxQueueWait (the other half absorbs a slower endpoint), or after
+// MaxQueueWait at most. Slow webhooks are not waited for: their excess
+// goes to the timer service (busy), so that they never hold back the
+// others.
+func (d *Dispatcher) waitForRoom(ctx context.Context) {
+	deadline := time.Now().Add(d.cfg.MaxQueueWait.Std())
+	var timer *time.Timer
+	for {
+		d.mu.Lock()
+		eps := make([]*endpoint, 0, len(d.endpoints))
+		for _, e := range d.endpoints {
+			eps = append(eps, e)
+		}
+		d.mu.Unlock()
+		var need time.Duration
+		for _, e := range eps {
+			need = max(need, e.room())
+		}
+		left := time.Until(deadline)
+		if need <= 0 || left <= 0 {
+			return
+		}
+		// Look again soon: the estimate follows the endpoint's latency.
+		sleep := min(need, left, 50*time.Millisecond)
+		if timer == nil {
+			timer = time.NewTimer(sleep)
+			defer timer.Stop()
+		} else {
+			timer.Reset(sleep)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
 		}
 	}
 }
@@ -304,8 +338,23 @@ func (d *Dispatcher) refreshLoop(ctx context.Context) {
 			if err := d.refreshDisabled(ctx); err != nil {
 				d.log.Warn("reading disabled webhooks failed", "err", err)
 			}
+			d.probeSetNXGet(ctx) // Redis may have been replaced by another version
 		}
 	}
+}
+
+// probeSetNXGet finds out whether Redis takes SET with NX and GET
+// together (Redis 7.0 on; older ones answer a syntax error), which leases
+// a trigger and reads what was there in one command.
+func (d *Dispatcher) probeSetNXGet(ctx context.Context) {
+	err := d.rdb.SetArgs(ctx, "hookstream:probe:set-nx-get", "1", redis.SetArgs{Mode: "NX", Get: true, TTL: time.Second}).Err()
+	var reply redis.Error
+	switch {
+	case err == nil || errors.Is(err, redis.Nil):
+		d.setNXGet.Store(true)
+	case errors.As(err, &reply):
+		d.setNXGet.Store(false)
+	} // a connection error says nothing: keep what we knew
 }
 
 // refreshDisabled reads the webhooks disabled by a 410 (by any dispatcher).

@@ -29,6 +29,13 @@ type endpoint struct {
 	inFlight map[*job]time.Time // wall-clock start of each request in flight
 	br       breaker
 	ewma     time.Duration // recent latency
+	lastDone time.Time     // wall-clock end of the last request
+	// slowSince is when the endpoint's pace went above the fast limit
+	// (zero: it is within it).
+	slowSince time.Time
+	// heldUntil is when the last request handed to the timer as busy
+	// comes back: the next one is due after it, at the endpoint's pace.
+	heldUntil time.Time
 }
 
 func newEndpoint(d *Dispatcher, name string) *endpoint {
@@ -52,36 +59,110 @@ func (e *endpoint) limit() int {
 }
 
 // wait estimates how long a request queued now would wait: the queue ahead
-// of it, over the in-flight limit, times the recent latency (or the age of
-// the oldest request in flight, when that is longer: a hanging endpoint
-// shows it before any request has come back). Latencies are wall-clock
-// time, whatever the dispatcher's clock. Called with e.mu held.
+// of it times the endpoint's pace. Called with e.mu held.
 func (e *endpoint) wait(limit int) time.Duration {
 	if len(e.inFlight) < limit && len(e.q) == 0 {
 		return 0
 	}
-	lat := e.ewma
-	for _, s := range e.inFlight {
-		lat = max(lat, time.Since(s))
-	}
-	return time.Duration(float64(len(e.q)+1) / float64(limit) * float64(lat))
+	return time.Duration(len(e.q)+1) * e.pace(limit)
 }
 
+// pace is the time the endpoint takes per request at its in-flight limit:
+// its recent latency over maxInFlight, or, when that is longer, the time
+// for which requests have been in flight without any of them finishing
+// over maxInFlight (a hanging endpoint shows so before any request has come
+// back; one slow request among many that finish does not). Latencies are
+// wall-clock time, whatever the dispatcher's clock. Called with e.mu held.
+func (e *endpoint) pace(limit int) time.Duration {
+	lat := e.ewma
+	if len(e.inFlight) > 0 {
+		var oldest time.Time
+		for _, s := range e.inFlight {
+			if oldest.IsZero() || s.Before(oldest) {
+				oldest = s
+			}
+		}
+		if e.lastDone.After(oldest) {
+			oldest = e.lastDone
+		}
+		lat = max(lat, time.Since(oldest))
+	}
+	return lat / time.Duration(limit)
+}
+
+// fast reports whether the endpoint sends a poll's worth of requests
+// (fetch_max_records) within half of MaxQueueWait at its pace, or has been
+// slower than that for less than slowGrace (a starved CPU or a GC pause
+// makes every endpoint look slow for a moment). Polling waits for a fast
+// endpoint to make room (see Dispatcher.waitForRoom), so its requests are
+// never handed to the timer as busy: that would cost more than the wait.
+// Called with e.mu held.
+func (e *endpoint) fast(limit int) bool {
+	if time.Duration(e.d.kcfg.FetchMaxRecords)*e.pace(limit) <= e.d.cfg.MaxQueueWait.Std()/2 {
+		e.slowSince = time.Time{}
+		return true
+	}
+	if e.slowSince.IsZero() {
+		e.slowSince = time.Now()
+	}
+	return time.Since(e.slowSince) < slowGrace
+}
+
+// slowGrace is how long an endpoint must stay slower than fast's limit to
+// be treated as slow.
+const slowGrace = time.Second
+
+// room reports how long a fast endpoint needs before a poll's worth of
+// requests could join its queue with none of them waiting longer than half
+// of MaxQueueWait (0: now, or the endpoint is not fast, or its circuit is
+// not closed, when its requests are held whatever the queue).
+func (e *endpoint) room() time.Duration {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	limit := e.limit()
+	if len(e.q) == 0 || e.br.state != breakerClosed || !e.fast(limit) {
+		return 0
+	}
+	return max(time.Duration(len(e.q)+e.d.kcfg.FetchMaxRecords)*e.pace(limit)-e.d.cfg.MaxQueueWait.Std()/2, 0)
+}
+
+// maxBusyHold bounds how far ahead a busy request is scheduled, so that
+// requests held behind a long backlog are looked at again within that time
+// if the endpoint speeds up.
+const maxBusyHold = 10 * time.Minute
+
 // enqueue queues j, or hands it to the timer service when the endpoint is
-// too far behind (busy) or the dispatcher is stopping.
+// slow and too far behind (busy) or the dispatcher is stopping.
 func (e *endpoint) enqueue(j *job) {
 	now := e.d.now()
 	e.mu.Lock()
 	limit := e.limit()
 	wait := e.wait(limit)
-	stopping := e.d.stopping.Load()
-	if stopping || wait > e.d.cfg.MaxQueueWait.Std() {
+	if e.d.stopping.Load() {
 		e.mu.Unlock()
-		reason := "busy"
-		if stopping {
-			reason = "stopping"
+		e.d.finisher.submit(e.d.hold(j, now, min(max(wait, time.Second), time.Minute), "stopping"))
+		return
+	}
+	busy := wait > e.d.cfg.MaxQueueWait.Std()
+	if j.returned {
+		// Its return was scheduled for when the endpoint should have room:
+		// held again only if the endpoint has fallen far behind that.
+		busy = wait > 2*e.d.cfg.MaxQueueWait.Std()
+	}
+	if busy && !e.fast(limit) {
+		// Busy: the request comes back when the endpoint should have room
+		// for it: after those handed over before it, one pace apart, so
+		// that they do not all come back at once to be handed over again.
+		due := now.Add(max(wait, time.Second))
+		if e.heldUntil.After(due) {
+			due = e.heldUntil
 		}
-		e.d.finisher.submit(e.d.hold(j, now, min(max(wait, time.Second), time.Minute), reason))
+		if latest := now.Add(maxBusyHold); due.After(latest) {
+			due = latest
+		}
+		e.heldUntil = due.Add(e.pace(limit))
+		e.mu.Unlock()
+		e.d.finisher.submit(e.d.hold(j, now, due.Sub(now), "busy"))
 		return
 	}
 	e.seq++
@@ -217,6 +298,7 @@ func (d *Dispatcher) deliverLimited(j *job) (*outcome, webhook.Result, bool) {
 // finished accounts for a request that ended. Called with e.mu held.
 func (e *endpoint) finished(j *job, res webhook.Result, attempted bool, now time.Time) {
 	delete(e.inFlight, j)
+	e.lastDone = time.Now()
 	if !attempted {
 		e.br.release()
 		return

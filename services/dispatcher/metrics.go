@@ -2,7 +2,6 @@ package dispatcher
 
 import (
 	"context"
-	"strings"
 	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -11,7 +10,8 @@ import (
 
 // metrics are the dispatcher's instruments (docs/dispatcher.md lists them).
 type metrics struct {
-	sets sync.Map // attribute key-values joined → metric.MeasurementOption
+	setsMu sync.RWMutex
+	sets   map[labels]metric.MeasurementOption
 
 	attempts   metric.Int64Counter
 	profiles   metric.Int64Counter
@@ -20,24 +20,34 @@ type metrics struct {
 	latency    metric.Float64Histogram
 }
 
-// opts returns the attribute set of key-value pairs kv, built once: the
-// label values (campaigns, webhooks, outcomes, reasons) are few.
+// labels are up to three key-value pairs.
+type labels [6]string
+
+// opts returns the attribute set of key-value pairs kv (at most three
+// pairs), built once: the label values (campaigns, webhooks, outcomes,
+// reasons) are few.
 func (m *metrics) opts(kv ...string) metric.MeasurementOption {
-	key := strings.Join(kv, "\x00")
-	if o, ok := m.sets.Load(key); ok {
-		return o.(metric.MeasurementOption)
+	var key labels
+	copy(key[:], kv)
+	m.setsMu.RLock()
+	o, ok := m.sets[key]
+	m.setsMu.RUnlock()
+	if ok {
+		return o
 	}
 	attrs := make([]attribute.KeyValue, 0, len(kv)/2)
 	for i := 0; i+1 < len(kv); i += 2 {
 		attrs = append(attrs, attribute.String(kv[i], kv[i+1]))
 	}
-	o := metric.WithAttributeSet(attribute.NewSet(attrs...))
-	m.sets.Store(key, o)
+	o = metric.WithAttributeSet(attribute.NewSet(attrs...))
+	m.setsMu.Lock()
+	m.sets[key] = o
+	m.setsMu.Unlock()
 	return o
 }
 
 func newMetrics(meter metric.Meter, d *Dispatcher) (*metrics, error) {
-	m := &metrics{}
+	m := &metrics{sets: map[labels]metric.MeasurementOption{}}
 	var err error
 	if m.attempts, err = meter.Int64Counter("hookstream_delivery_attempts_total",
 		metric.WithDescription("Webhook requests made, by campaign, webhook and outcome (delivered, retrying, failed).")); err != nil {

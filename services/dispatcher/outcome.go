@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/propagation"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -343,5 +342,25 @@ func jobCtx(j *job) context.Context {
 	if j.trace == "" {
 		return context.Background()
 	}
-	return otel.GetTextMapPropagator().Extract(context.Background(), propagation.MapCarrier{"traceparent": j.trace})
+	return traceContext(context.Background(), j.trace)
 }
+
+// traceContext is ctx within the trace of traceparent tp (none if empty).
+func traceContext(ctx context.Context, tp string) context.Context {
+	if tp == "" {
+		return ctx
+	}
+	return otel.GetTextMapPropagator().Extract(ctx, traceparentCarrier(tp))
+}
+
+// traceparentCarrier is a carrier of one traceparent header, for reading.
+type traceparentCarrier string
+
+func (c traceparentCarrier) Get(key string) string {
+	if key == "traceparent" {
+		return string(c)
+	}
+	return ""
+}
+func (traceparentCarrier) Set(string, string) {}
+func (traceparentCarrier) Keys() []string     { return []string{"traceparent"} }

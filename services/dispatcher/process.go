@@ -2,13 +2,17 @@ package dispatcher
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
+	oteltrace "go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hookstream/hookstream/pkg/manifest"
@@ -27,9 +31,16 @@ type job struct {
 	req       *hookstreamv1.DeliveryRequest
 	notBefore time.Time
 	trace     string
-	acks      []ack
+	// span is the receive span of the record the job came from, whose
+	// child the attempt's span is (invalid: none, the attempt continues
+	// trace).
+	span oteltrace.SpanContext
+	acks []ack
 	// done are the Redis dedupe keys this job holds the lease of.
 	done []string
+	// returned is set on a request fired back by a hold (circuit, busy,
+	// stopping): it has waited its turn once.
+	returned bool
 }
 
 func (j *job) identities() []string {
@@ -77,19 +88,24 @@ func stageOf(timerID string) stage {
 // item is one polled record being checked.
 type item struct {
 	ack          ack
+	topic        string
+	partition    int32
+	checked      time.Time // when the checks ran
 	stage        stage
 	fromTriggers bool
 	timerID      string
 	dedupe       string // the fired record's own dedupe key, "" for none
 	req          *hookstreamv1.DeliveryRequest
 	trace        string
+	span         oteltrace.SpanContext
 	c            *manifest.Campaign
 	wh           *manifest.Webhook
 	batchable    bool
 	quiet        quiet
 	cmd          *redis.Cmd
-	lease        *redis.BoolCmd
-	prev         *redis.StringCmd
+	lease        *redis.BoolCmd   // SET NX, with prev (GET)
+	prev         *redis.StringCmd //
+	setGet       *redis.StatusCmd // SET NX GET (Redis 7), instead of both
 	missing      string
 }
 
@@ -104,6 +120,9 @@ func headerValue(r *kgo.Record, key string) string {
 
 func (d *Dispatcher) decode(r *kgo.Record) (*item, error) {
 	it := &item{trace: headerValue(r, "traceparent")}
+	if r.Context != nil {
+		it.span = oteltrace.SpanContextFromContext(r.Context)
+	}
 	if r.Topic == d.topics.Triggers {
 		var t hookstreamv1.Trigger
 		if err := proto.Unmarshal(r.Value, &t); err != nil {
@@ -137,13 +156,20 @@ func (d *Dispatcher) decode(r *kgo.Record) (*item, error) {
 	return it, nil
 }
 
-// process runs the checks of one polled batch in a single Redis round trip
-// and hands each record on: a suppression or delay is recorded by the
-// finisher, a request goes to its campaign's batch or its webhook's queue.
-// An error (Redis unreachable) means nothing was handed on; the caller
-// retries.
-func (d *Dispatcher) process(ctx context.Context, recs []*kgo.Record, acks []ack) error {
-	now := d.now()
+// process runs the checks of one polled batch and hands each record on: a
+// suppression or delay is recorded by the finisher, a request goes to its
+// campaign's batch or its webhook's queue.
+//
+// The checks go to Redis in one pipeline per group of partitions, the
+// groups at once (see checkGroups): a single pipeline of a large poll was
+// most of the time the poll loop took. A partition's records stay in one
+// pipeline, in offset order, so that caps and rate limits charge them in
+// that order (records of different partitions have no order: several
+// dispatchers share the counters). A group whose round trip fails (Redis
+// unreachable) is tried again, with a backoff, until it succeeds; nothing
+// is handed on before every group has. It reports false when ctx ended
+// first: the batch is then left unhandled.
+func (d *Dispatcher) process(ctx context.Context, recs []*kgo.Record, acks []ack) bool {
 	items := make([]*item, 0, len(recs))
 	var skip []ack
 	for i, r := range recs {
@@ -153,26 +179,98 @@ func (d *Dispatcher) process(ctx context.Context, recs []*kgo.Record, acks []ack
 			skip = append(skip, acks[i])
 			continue
 		}
-		it.ack = acks[i]
+		it.ack, it.topic, it.partition = acks[i], r.Topic, r.Partition
 		d.lookup(it)
 		items = append(items, it)
 	}
-	_, err := runPipeline(ctx, d.rdb, func(p redis.Pipeliner) {
-		for _, it := range items {
-			it.cmd, it.lease, it.prev = nil, nil, nil
-			if it.missing == "" {
-				d.queueChecks(ctx, p, it, now)
+	groups := checkGroups(items)
+	for backoff := time.Duration(0); ; {
+		now := d.now()
+		args := d.checkArgs(now)
+		errs := make([]error, len(groups))
+		var wg sync.WaitGroup
+		for g, group := range groups {
+			wg.Go(func() {
+				_, errs[g] = runPipeline(ctx, d.rdb, func(p redis.Pipeliner) {
+					for _, it := range group {
+						it.cmd, it.lease, it.prev, it.setGet = nil, nil, nil, nil
+						it.checked = now
+						if it.missing == "" {
+							d.queueChecks(ctx, p, it, now, args)
+						}
+					}
+				})
+			})
+		}
+		wg.Wait()
+		var failed [][]*item
+		var err error
+		for g, e := range errs {
+			if e != nil {
+				failed, err = append(failed, groups[g]), e
 			}
 		}
-	})
-	if err != nil {
-		return fmt.Errorf("redis checks: %w", err)
+		if len(failed) == 0 {
+			break
+		}
+		backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
+		d.log.Error("redis checks of polled records failed; retrying", "records", len(recs), "err", err, "backoff", backoff)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(backoff):
+		}
+		groups = failed
 	}
 	d.tracker.complete(skip...)
 	for _, it := range items {
-		d.decide(it, now)
+		d.decide(it, it.checked)
 	}
-	return nil
+	return true
+}
+
+// Polled batches are checked in up to maxCheckGroups pipelines at once,
+// of at least minCheckGroup records each.
+const (
+	maxCheckGroups = 4
+	minCheckGroup  = 256
+)
+
+// checkGroups splits items into groups of whole partitions (in offset
+// order within each), of about equal size.
+func checkGroups(items []*item) [][]*item {
+	n := min(maxCheckGroups, len(items)/minCheckGroup)
+	if n <= 1 {
+		return [][]*item{items}
+	}
+	byPart := map[tp][]*item{}
+	var order []tp
+	for _, it := range items {
+		k := tp{it.topic, it.partition}
+		if _, ok := byPart[k]; !ok {
+			order = append(order, k)
+		}
+		byPart[k] = append(byPart[k], it)
+	}
+	if len(order) < n {
+		n = len(order)
+	}
+	if n <= 1 {
+		return [][]*item{items}
+	}
+	// Largest partitions first, each to the smallest group so far.
+	slices.SortStableFunc(order, func(a, b tp) int { return len(byPart[b]) - len(byPart[a]) })
+	groups := make([][]*item, n)
+	for _, k := range order {
+		small := 0
+		for g := range groups {
+			if len(groups[g]) < len(groups[small]) {
+				small = g
+			}
+		}
+		groups[small] = append(groups[small], byPart[k]...)
+	}
+	return groups
 }
 
 func (d *Dispatcher) lookup(it *item) {
@@ -198,10 +296,22 @@ func batchable(c *manifest.Campaign) bool {
 	return b != nil && b.MaxProfiles > 1 && !webhook.Personal(c)
 }
 
-func (d *Dispatcher) queueChecks(ctx context.Context, p redis.Pipeliner, it *item, now time.Time) {
-	nowUs := strconv.FormatInt(now.UnixMicro(), 10)
-	leaseMs := strconv.FormatInt(d.cfg.LeaseTTL.Std().Milliseconds(), 10)
-	maxDelay := strconv.FormatInt(d.cfg.ThrottleMaxDelay.Std().Microseconds(), 10)
+// scriptArgs are the arguments every script call of a polled batch shares,
+// formatted (and boxed) once per batch.
+type scriptArgs struct {
+	nowUs, leaseMs, maxDelay any
+}
+
+func (d *Dispatcher) checkArgs(now time.Time) scriptArgs {
+	return scriptArgs{
+		nowUs:    strconv.FormatInt(now.UnixMicro(), 10),
+		leaseMs:  strconv.FormatInt(d.cfg.LeaseTTL.Std().Milliseconds(), 10),
+		maxDelay: strconv.FormatInt(d.cfg.ThrottleMaxDelay.Std().Microseconds(), 10),
+	}
+}
+
+func (d *Dispatcher) queueChecks(ctx context.Context, p redis.Pipeliner, it *item, now time.Time, a scriptArgs) {
+	nowUs, leaseMs, maxDelay := a.nowUs, a.leaseMs, a.maxDelay
 	thr := throttleInterval(it.c)
 	rate := rateInterval(it.wh)
 	if it.batchable {
@@ -225,11 +335,17 @@ func (d *Dispatcher) queueChecks(ctx context.Context, p redis.Pipeliner, it *ite
 			}
 		}
 		if maxUsers == 0 && maxPerDay == 0 && freqCount == 0 && it.quiet.action == quietNone && thr == 0 && rate == 0 {
-			// Nothing to count: the lease alone, two plain commands (SET
-			// NX, and GET to tell a duplicate from a lease held elsewhere;
-			// SET NX GET would need Redis 7).
-			it.lease = p.SetNX(ctx, keyPrefix+t.Id, "inflight", d.cfg.LeaseTTL.Std())
-			it.prev = p.Get(ctx, keyPrefix+t.Id)
+			// Nothing to count: the lease alone, a plain SET NX that also
+			// returns the value it found (GET), to tell a duplicate from a
+			// lease held elsewhere; before Redis 7, which cannot combine NX
+			// and GET, a SET NX and a GET.
+			key := keyPrefix + t.Id
+			if d.setNXGet.Load() {
+				it.setGet = p.SetArgs(ctx, key, "inflight", redis.SetArgs{Mode: "NX", Get: true, TTL: d.cfg.LeaseTTL.Std()})
+				return
+			}
+			it.lease = p.SetNX(ctx, key, "inflight", d.cfg.LeaseTTL.Std())
+			it.prev = p.Get(ctx, key)
 			return
 		}
 		control := "0"
@@ -259,15 +375,31 @@ func (d *Dispatcher) queueChecks(ctx context.Context, p redis.Pipeliner, it *ite
 	}
 }
 
+// leaseResult reads the plain lease: whether it was taken, and otherwise
+// the value found (done, or inflight when leased elsewhere).
+func (it *item) leaseResult() (took bool, prev string, err error) {
+	if it.setGet != nil {
+		prev, err = it.setGet.Result()
+		if errors.Is(err, redis.Nil) {
+			return true, "", nil
+		}
+		return false, prev, err
+	}
+	if took, err = it.lease.Result(); err != nil || took {
+		return took, "", err
+	}
+	return false, it.prev.Val(), nil
+}
+
 func (d *Dispatcher) decide(it *item, now time.Time) {
-	j := &job{req: it.req, trace: it.trace, acks: []ack{it.ack}, notBefore: now}
+	j := &job{req: it.req, trace: it.trace, span: it.span, acks: []ack{it.ack}, notBefore: now, returned: strings.HasPrefix(it.timerID, "hold:")}
 	if it.missing != "" {
 		d.finisher.submit(d.failed(j, it.missing, nil))
 		return
 	}
 	v := verdict{outcome: "ok", at: now}
-	if it.lease != nil {
-		took, err := it.lease.Result()
+	if it.lease != nil || it.setGet != nil {
+		took, prev, err := it.leaseResult()
 		switch {
 		case err != nil:
 			d.finisher.submit(d.failed(j, "redis checks: "+err.Error(), nil))
@@ -275,7 +407,7 @@ func (d *Dispatcher) decide(it *item, now time.Time) {
 		case took && it.req.Triggers[0].Control:
 			v.outcome = "control"
 		case took:
-		case it.prev.Val() == doneValue:
+		case prev == doneValue:
 			v.outcome = "duplicate"
 		default:
 			v = verdict{outcome: "leased", wait: 2 * time.Second}

@@ -158,3 +158,44 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// A polled batch is checked in groups of whole partitions, each in offset
+// order, of about equal size; a small batch is one group.
+func TestCheckGroups(t *testing.T) {
+	var items []*item
+	sizes := map[int32]int{0: 600, 1: 300, 2: 300, 3: 250, 4: 50}
+	for p := int32(0); p < 5; p++ {
+		for o := 0; o < sizes[p]; o++ {
+			items = append(items, &item{topic: "t", partition: p, ack: ack{offset: int64(o)}})
+		}
+	}
+	groups := checkGroups(items)
+	if len(groups) != maxCheckGroups {
+		t.Fatalf("%d groups, want %d", len(groups), maxCheckGroups)
+	}
+	seen := map[int32]int{} // partition → group
+	total := 0
+	for g, group := range groups {
+		last := map[int32]int64{}
+		for _, it := range group {
+			if h, ok := seen[it.partition]; ok && h != g {
+				t.Fatalf("partition %d split over groups %d and %d", it.partition, h, g)
+			}
+			seen[it.partition] = g
+			if o, ok := last[it.partition]; ok && it.ack.offset != o+1 {
+				t.Fatalf("partition %d out of order in group %d: %d after %d", it.partition, g, it.ack.offset, o)
+			}
+			last[it.partition] = it.ack.offset
+		}
+		total += len(group)
+		if len(group) < 300 || len(group) > 600 {
+			t.Errorf("group %d has %d items: unbalanced (%v)", g, len(group), sizes)
+		}
+	}
+	if total != len(items) {
+		t.Fatalf("%d items in groups, want %d", total, len(items))
+	}
+	if g := checkGroups(items[:minCheckGroup+10]); len(g) != 1 {
+		t.Fatalf("a small batch in %d groups, want 1", len(g))
+	}
+}

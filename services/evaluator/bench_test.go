@@ -66,9 +66,14 @@ func hundredCampaigns() string {
 	return b.String()
 }
 
+// benchEvaluator returns an evaluator with the 100 campaigns on a broker of
+// its own, its store in dir.
 func benchEvaluator(b *testing.B, dir string) *Evaluator {
-	kc := kafkatest.New(b)
-	cfg := kc.Config()
+	return benchEvaluatorOn(b, kafkatest.New(b).Config(), dir)
+}
+
+// benchEvaluatorOn is benchEvaluator on the broker of cfg.
+func benchEvaluatorOn(b *testing.B, cfg kafka.Config, dir string) *Evaluator {
 	cat := catalogtest.New(b, cfg, hundredCampaigns())
 	if n := len(cat.Campaigns()); n != 100 {
 		b.Fatalf("%d campaigns", n)
@@ -85,9 +90,11 @@ func benchEvaluator(b *testing.B, dir string) *Evaluator {
 	return e
 }
 
-// openBenchDB opens a store with the options the evaluator uses.
+// openBenchDB opens a store with the options the evaluator uses by default.
 func openBenchDB(b *testing.B, dir string) *pebble.DB {
-	db, err := pebble.Open(dir, &pebble.Options{Logger: pebbleLogger{slog.New(slog.NewTextHandler(io.Discard, nil))}})
+	var ec Config
+	ec.RegisterFlags(flag.NewFlagSet("e", flag.ContinueOnError))
+	db, err := pebble.Open(dir, pebbleOptions(&ec, slog.New(slog.NewTextHandler(io.Discard, nil))))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -97,7 +104,7 @@ func openBenchDB(b *testing.B, dir string) *pebble.DB {
 // benchUser is the state populate gives user i: a profile and three events
 // of history.
 func benchUser(ec *Config, i int) *user {
-	u := newUser(fmt.Sprintf("user-%d", i), nil)
+	u, _ := newUser(fmt.Sprintf("user-%d", i), nil)
 	_ = u.setProfile(map[string]any{"Country": []string{"Canada", "India", "USA"}[i%3], "Email": fmt.Sprintf("user-%d@example.com", i), "Score": i % 1000})
 	for j := 0; j < 3; j++ {
 		u.record(ec, &hookstreamv1.Event{Id: fmt.Sprintf("h-%d-%d", i, j), Name: benchEvents[(i+j)%10], TsMs: t0.Add(-time.Duration(j+1) * 24 * time.Hour).UnixMilli(), PropertiesJson: []byte(`{"n":3}`)}, t0.UnixMilli())
@@ -218,11 +225,15 @@ func BenchmarkEvaluate(b *testing.B) {
 	var evalDur, baseDur time.Duration
 	var events int
 	ctx := context.Background()
+	var evalBytes, baseBytes int
 	evaluate := func(recs []*kgo.Record) {
 		t := time.Now()
-		bt, _, err := e.evaluate(ctx, recs)
+		bt, changelog, err := e.evaluate(ctx, recs)
 		if err != nil {
 			b.Fatal(err)
+		}
+		for _, r := range changelog {
+			evalBytes += len(r.Key) + len(r.Value)
 		}
 		if _, err := e.outputs(&bt.out); err != nil {
 			b.Fatal(err)
@@ -248,6 +259,7 @@ func BenchmarkEvaluate(b *testing.B) {
 				closer.Close()
 			}
 			_ = pb.Set(k, v, nil)
+			baseBytes += len(k) + len(v)
 		}
 		if err := pb.Commit(pebble.NoSync); err != nil {
 			b.Fatal(err)
@@ -274,6 +286,15 @@ func BenchmarkEvaluate(b *testing.B) {
 	b.ReportMetric(baseRate, "baseline-events/s")
 	b.ReportMetric(evalRate/baseRate, "ratio")
 	b.ReportMetric(s.perUser, "state-bytes/user")
+	b.ReportMetric(float64(evalBytes)/float64(events), "written-bytes/event")
+	b.ReportMetric(float64(baseBytes)/float64(events), "baseline-written-bytes/event")
+	for _, db := range []struct {
+		name string
+		db   *pebble.DB
+	}{{"evaluator", e.db}, {"baseline", base}} {
+		m := db.db.Metrics()
+		b.Logf("%s store: %d tables in L0, %d in all; block cache hits %d misses %d", db.name, m.Levels[0].TablesCount, m.Total().TablesCount, m.BlockCache.Hits, m.BlockCache.Misses)
+	}
 }
 
 // BenchmarkRestore measures how fast a new disk is rebuilt from the
@@ -316,7 +337,8 @@ func BenchmarkRestore(b *testing.B) {
 	var total int64
 	var dur time.Duration
 	for i := 0; i < b.N; i++ {
-		e := benchEvaluator(b, b.TempDir())
+		// The evaluator restores from the broker the changelog is on.
+		e := benchEvaluatorOn(b, cfg, b.TempDir())
 		e.clog = cl
 		from := map[int32]kgo.Offset{}
 		for p := 0; p < cfg.Partitions; p++ {

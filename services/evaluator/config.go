@@ -30,6 +30,11 @@ type Config struct {
 	// Lateness: an action whose timer is already due fires at once unless
 	// it is older than this; then it is counted and dropped. Default 1h.
 	Lateness duration.Duration `yaml:"lateness"`
+	// BlockCacheBytes is the size of the state store's block cache, default
+	// 128 MiB: it keeps the index and filter blocks of a few million users'
+	// state in memory, so that reading a user costs one data block. It comes
+	// on top of the Go heap, with two 32 MiB memtables.
+	BlockCacheBytes int64 `yaml:"block_cache_bytes"`
 }
 
 // RegisterFlags registers the flags under prefix "evaluator.".
@@ -43,6 +48,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(&c.Retention, "evaluator.retention", "How long daily event counts are kept.")
 	c.Lateness = duration.Duration(time.Hour)
 	fs.Var(&c.Lateness, "evaluator.lateness", "How late an already-due action may arrive and still fire.")
+	fs.Int64Var(&c.BlockCacheBytes, "evaluator.block-cache-bytes", 128<<20, "Size of the state store's block cache, in bytes.")
 }
 
 // Validate reports configuration that cannot work.
@@ -59,6 +65,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Lateness.Std() < 0 {
 		errs = append(errs, errors.New("evaluator.lateness: must not be negative"))
+	}
+	if c.BlockCacheBytes < 1<<20 {
+		errs = append(errs, errors.New("evaluator.block_cache_bytes: must be at least 1 MiB"))
 	}
 	return errors.Join(errs...)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -31,20 +32,31 @@ import (
 type output struct {
 	// ctx is the trace context of the record being evaluated; every output
 	// continues it.
-	ctx         context.Context
-	triggers    []*hookstreamv1.Trigger
-	triggerCtx  []context.Context // parallel to triggers
+	ctx context.Context
+	// triggers are records of the triggers topic, each a Trigger.
+	triggers    []*kgo.Record
 	timers      []*kgo.Record
 	conversions []*hookstreamv1.Conversion
 }
 
-// span starts a decision span under the record being evaluated.
-func (e *engine) span(out *output, name string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+// span starts a decision span under the record being evaluated. Callers set
+// its attributes only when it records: building them was a measurable share
+// of a decision with tracing off.
+//
+// A decision continues the trace of its record. A record without one
+// (tracing is off and the producer sent no trace context, or it was not
+// consumed through the traced client) gets no decision span rather than a
+// trace of its own: with tracing off, that span was allocated for nothing on
+// every trigger and timer.
+func (e *engine) span(out *output, name string) (context.Context, trace.Span) {
 	ctx := out.ctx
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	return e.tracer.Start(ctx, name, trace.WithAttributes(attrs...))
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return ctx, trace.SpanFromContext(ctx)
+	}
+	return e.tracer.Start(ctx, name)
 }
 
 // engine makes the decisions. It holds no per-user state of its own: all of
@@ -61,6 +73,11 @@ type engine struct {
 
 	mu    sync.Mutex
 	index *campaignIndex
+	// triggerAttr caches the attributes of the triggers counter by
+	// campaign, trigger type and control; emptied with the index.
+	triggerAttr map[triggerAttrKey]metric.AddOption
+	// scratch is reused while encoding timer commands.
+	scratch []byte
 	// ctx is the trace context of the record being applied, for logs.
 	ctx context.Context
 }
@@ -160,7 +177,27 @@ func (e *engine) campaigns() *campaignIndex {
 		}
 	}
 	e.index = ix
+	e.triggerAttr = nil
 	return ix
+}
+
+type triggerAttrKey struct {
+	campaign, triggerType string
+	control               bool
+}
+
+// triggerAttrs returns the attributes a trigger is counted with.
+func (e *engine) triggerAttrs(c *manifest.Campaign, triggerType string, control bool) metric.AddOption {
+	k := triggerAttrKey{c.Metadata.Name, triggerType, control}
+	if o, ok := e.triggerAttr[k]; ok {
+		return o
+	}
+	o := metric.WithAttributeSet(attribute.NewSet(attribute.String("campaign", k.campaign), attribute.String("trigger_type", triggerType), attribute.Bool("control", control)))
+	if e.triggerAttr == nil {
+		e.triggerAttr = map[triggerAttrKey]metric.AddOption{}
+	}
+	e.triggerAttr[k] = o
+	return o
 }
 
 // apply evaluates one record of the events topic for its user. firedMs is
@@ -220,7 +257,8 @@ func (e *engine) onEvent(u *user, ev *hookstreamv1.Event, out *output) error {
 		return nil
 	}
 	ix := e.campaigns()
-	props := decodeObject(ev.PropertiesJson)
+	// The event's properties are decoded only if a condition reads them.
+	props := newLazyProps(ev.PropertiesJson)
 	at := time.UnixMilli(ev.TsMs)
 
 	// Conversions first: the event that triggers a campaign again must not
@@ -231,7 +269,7 @@ func (e *engine) onEvent(u *user, ev *hookstreamv1.Event, out *output) error {
 	// An inaction event cancels pending inaction_within_time timers it
 	// matches, if it is not earlier than their action.
 	for _, c := range ix.byInaction[ev.Name] {
-		e.cancelInaction(u, c, ev, props, out)
+		e.cancelInaction(u, c, ev, &props, out)
 	}
 	// inaction looks at history before this event: "has not done B" must
 	// not see the A being evaluated when A and B are the same event.
@@ -250,7 +288,7 @@ func (e *engine) onEvent(u *user, ev *hookstreamv1.Event, out *output) error {
 		e.log.DebugContext(e.logCtx(), "user has too many event names; event not remembered", "max", e.cfg.MaxEventNames)
 	}
 	for _, c := range ix.dtpEvent[ev.Name] {
-		if v := condition.Lookup(props, c.Spec.Trigger.Property.Name); v != nil {
+		if v := condition.Lookup(props.get(), c.Spec.Trigger.Property.Name); v != nil {
 			e.scheduleDate(u, c, v, ev, out)
 		}
 	}
@@ -261,22 +299,22 @@ func (e *engine) onEvent(u *user, ev *hookstreamv1.Event, out *output) error {
 		t := c.Spec.Trigger
 		switch t.Type {
 		case manifest.TriggerSingleAction:
-			if e.where(c, t.Action.Where, props, u, at) {
+			if e.where(c, t.Action.Where, &props, u, at) {
 				e.fire(u, c, ev.Id, ev, at, out)
 			}
 		case manifest.TriggerActionsWithUserProperties:
-			if e.where(c, t.Action.Where, props, u, at) && e.where(c, t.Profile, u.Profile(), u, at) {
+			if e.where(c, t.Action.Where, &props, u, at) && e.where(c, t.Profile, &u.prof, u, at) {
 				e.fire(u, c, ev.Id, ev, at, out)
 			}
 		case manifest.TriggerInaction:
-			if notDone[c.Metadata.Name] && e.where(c, t.Action.Where, props, u, at) {
+			if notDone[c.Metadata.Name] && e.where(c, t.Action.Where, &props, u, at) {
 				e.fire(u, c, ev.Id, ev, at, out)
 			}
 		case manifest.TriggerActions:
-			e.onActions(u, c, ev, props, at, out)
+			e.onActions(u, c, ev, &props, at, out)
 		case manifest.TriggerInactionWithinTime:
-			if e.where(c, t.Action.Where, props, u, at) {
-				e.startInaction(u, c, ev, props, out)
+			if e.where(c, t.Action.Where, &props, u, at) {
+				e.startInaction(u, c, ev, &props, out)
 			}
 		}
 	}
@@ -285,11 +323,25 @@ func (e *engine) onEvent(u *user, ev *hookstreamv1.Event, out *output) error {
 
 // where evaluates conditions against props, with the user's profile and
 // history available to event conditions.
-func (e *engine) where(c *manifest.Campaign, cs []manifest.Condition, props map[string]any, u *user, at time.Time) bool {
+func (e *engine) where(c *manifest.Campaign, cs []manifest.Condition, props *lazyProps, u *user, at time.Time) bool {
 	if len(cs) == 0 {
 		return true
 	}
-	ok, err := condition.MatchAll(cs, condition.Env{Props: props, Profile: u.Profile(), History: history{u: u, nowMs: at.UnixMilli()}, Now: at})
+	env := u.env(cs, props, true)
+	env.History, env.Now = u, at
+	ok, err := condition.MatchAll(cs, env)
+	return e.matched(c, ok, err)
+}
+
+// whereOne is where for one condition.
+func (e *engine) whereOne(c *manifest.Campaign, cond *manifest.Condition, props *lazyProps, u *user, at time.Time) bool {
+	env := u.envReading(readsOfOne(cond), props, true)
+	env.History, env.Now = u, at
+	ok, err := condition.Match(cond, env)
+	return e.matched(c, ok, err)
+}
+
+func (e *engine) matched(c *manifest.Campaign, ok bool, err error) bool {
 	if err != nil {
 		e.skip("condition_error", c.Metadata.Name)
 		e.log.WarnContext(e.logCtx(), "condition failed", "campaign", c.Metadata.Name, "err", err)
@@ -308,18 +360,18 @@ func (e *engine) eligible(u *user, c *manifest.Campaign, at time.Time) bool {
 	if who == nil {
 		return true
 	}
-	prof := u.Profile()
+	// Segments and who.where read the profile as their properties.
 	if who.Segment != "" {
 		seg, ok := e.cat.Segment(who.Segment)
 		if !ok {
 			e.skip("missing_segment", c.Metadata.Name)
 			return false
 		}
-		if !e.where(c, []manifest.Condition{seg.Spec}, prof, u, at) {
+		if !e.whereOne(c, &seg.Spec, &u.prof, u, at) {
 			return false
 		}
 	}
-	return who.Where == nil || e.where(c, []manifest.Condition{*who.Where}, prof, u, at)
+	return who.Where == nil || e.whereOne(c, who.Where, &u.prof, u, at)
 }
 
 // fire emits a trigger for u if it is eligible, with a deterministic id.
@@ -328,7 +380,7 @@ func (e *engine) fire(u *user, c *manifest.Campaign, cause string, ev *hookstrea
 		return
 	}
 	id := TriggerID(c.Metadata.Name, cause)
-	tr := &hookstreamv1.Trigger{
+	tr := hookstreamv1.Trigger{
 		Id:                       id,
 		Campaign:                 c.Metadata.Name,
 		CampaignGeneration:       c.Metadata.Generation,
@@ -339,23 +391,27 @@ func (e *engine) fire(u *user, c *manifest.Campaign, cause string, ev *hookstrea
 		CauseEventName:           ev.GetName(),
 		CauseEventTsMs:           ev.GetTsMs(),
 		CauseEventPropertiesJson: ev.GetPropertiesJson(),
-		ProfileJson:              u.st.ProfileJson,
+		ProfileJson:              u.profileJSON(),
 		Control:                  InControlGroup(c, u.identity),
 	}
 	if len(tr.ProfileJson) == 0 {
-		tr.ProfileJson = []byte("{}")
+		tr.ProfileJson = emptyObject
 	}
 	if c.Spec.Goal != nil {
-		u.memory(c.Metadata.Name).Exposure = &hookstreamv1.Exposure{TriggerId: id, TsMs: tr.TsMs, Control: tr.Control}
+		u.memory(c.Metadata.Name).exposure = &hookstreamv1.Exposure{TriggerId: id, TsMs: tr.TsMs, Control: tr.Control}
 		u.dirty = true
 	}
-	e.m.triggers.Add(context.Background(), 1, metric.WithAttributes(attribute.String("campaign", c.Metadata.Name), attribute.String("trigger_type", tr.TriggerType), attribute.Bool("control", tr.Control)))
-	ctx, span := e.span(out, "evaluator.trigger", attribute.String("campaign", c.Metadata.Name), attribute.String("trigger_type", tr.TriggerType),
-		attribute.String("webhook_id", id), attribute.Bool("control", tr.Control))
+	e.m.triggers.Add(context.Background(), 1, e.triggerAttrs(c, tr.TriggerType, tr.Control))
+	ctx, span := e.span(out, "evaluator.trigger")
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("campaign", c.Metadata.Name), attribute.String("trigger_type", tr.TriggerType),
+			attribute.String("webhook_id", id), attribute.Bool("control", tr.Control))
+	}
 	span.End()
-	out.triggers = append(out.triggers, tr)
-	out.triggerCtx = append(out.triggerCtx, ctx)
+	out.triggers = append(out.triggers, &kgo.Record{Topic: e.topics.Triggers, Key: u.identityKey(), Value: triggerValue(&tr), Context: ctx})
 }
+
+var emptyObject = []byte("{}")
 
 func triggerType(c *manifest.Campaign) string {
 	if c.Spec.Trigger == nil {
@@ -367,20 +423,19 @@ func triggerType(c *manifest.Campaign) string {
 // convert records a conversion when ev is the campaign's goal and follows
 // an exposure within goal.within.
 func (e *engine) convert(u *user, c *manifest.Campaign, ev *hookstreamv1.Event, out *output) {
-	m := u.campaigns[c.Metadata.Name]
-	if m == nil || m.Exposure == nil || ev.TsMs < m.Exposure.TsMs {
+	if m := u.memoryOf(c.Metadata.Name); m == nil || m.exposure == nil || ev.TsMs < m.exposure.TsMs {
 		return
 	}
-	if w := c.Spec.Goal.Within.Std(); w > 0 && ev.TsMs-m.Exposure.TsMs > w.Milliseconds() {
-		m.Exposure = nil
+	m := u.updateMemory(c.Metadata.Name)
+	if w := c.Spec.Goal.Within.Std(); w > 0 && ev.TsMs-m.exposure.TsMs > w.Milliseconds() {
+		m.exposure = nil
 		u.dropEmptyMemory(c.Metadata.Name)
 		u.dirty = true
 		return
 	}
-	x := m.Exposure
-	h := sha256.Sum256([]byte("conversion\x00" + x.TriggerId))
+	x := m.exposure
 	out.conversions = append(out.conversions, &hookstreamv1.Conversion{
-		Id: "cv_" + hex.EncodeToString(h[:16]), Campaign: c.Metadata.Name, Identity: u.identity, Control: x.Control,
+		Id: hashID("cv_", "conversion", x.TriggerId), Campaign: c.Metadata.Name, Identity: u.identity, Control: x.Control,
 		TriggerId: x.TriggerId, ExposureTsMs: x.TsMs, TsMs: ev.TsMs, GoalEvent: ev.Name,
 	})
 	group := "test"
@@ -388,23 +443,23 @@ func (e *engine) convert(u *user, c *manifest.Campaign, ev *hookstreamv1.Event, 
 		group = "control"
 	}
 	e.m.conversions.Add(context.Background(), 1, metric.WithAttributes(attribute.String("campaign", c.Metadata.Name), attribute.String("group", group)))
-	m.Exposure = nil
+	m.exposure = nil
 	u.dropEmptyMemory(c.Metadata.Name)
 	u.dirty = true
 }
 
 // onActions tracks the listed actions; the event that completes the set
 // within the window (in order when asked) fires, once per completion.
-func (e *engine) onActions(u *user, c *manifest.Campaign, ev *hookstreamv1.Event, props map[string]any, at time.Time, out *output) {
+func (e *engine) onActions(u *user, c *manifest.Campaign, ev *hookstreamv1.Event, props *lazyProps, at time.Time, out *output) {
 	t := c.Spec.Trigger
 	m := u.memory(c.Metadata.Name)
-	if len(m.ActionMs) != len(t.Actions) {
-		m.ActionMs = make([]int64, len(t.Actions)) // new or edited campaign: start over
+	if len(m.actionMs) != len(t.Actions) {
+		m.actionMs = make([]int64, len(t.Actions)) // new or edited campaign: start over
 	}
 	hit := false
 	for i := range t.Actions {
 		if a := &t.Actions[i]; a.Event == ev.Name && e.where(c, a.Where, props, u, at) {
-			m.ActionMs[i] = max(m.ActionMs[i], ev.TsMs)
+			m.actionMs[i] = max(m.actionMs[i], ev.TsMs)
 			hit = true
 			if t.Ordered {
 				break // one occurrence fills one step
@@ -416,33 +471,33 @@ func (e *engine) onActions(u *user, c *manifest.Campaign, ev *hookstreamv1.Event
 		return
 	}
 	u.dirty = true
-	lo, hi := m.ActionMs[0], m.ActionMs[0]
-	for i, v := range m.ActionMs {
+	lo, hi := m.actionMs[0], m.actionMs[0]
+	for i, v := range m.actionMs {
 		if v == 0 {
 			return
 		}
 		lo, hi = min(lo, v), max(hi, v)
-		if t.Ordered && i > 0 && v < m.ActionMs[i-1] {
+		if t.Ordered && i > 0 && v < m.actionMs[i-1] {
 			return
 		}
 	}
 	if w := t.Within.Std(); w > 0 && hi-lo > w.Milliseconds() {
 		return
 	}
-	clear(m.ActionMs)
+	clear(m.actionMs)
 	u.dropEmptyMemory(c.Metadata.Name)
 	e.fire(u, c, ev.Id, ev, at, out)
 }
 
 // matchKey is the value of the matchOn properties, identifying one pending
 // inaction timer per (campaign, user, values).
-func matchKey(matchOn []string, props map[string]any) string {
+func matchKey(matchOn []string, props *lazyProps) string {
 	if len(matchOn) == 0 {
 		return ""
 	}
 	parts := make([]string, len(matchOn))
 	for i, p := range matchOn {
-		b, _ := json.Marshal(condition.Lookup(props, p))
+		b, _ := json.Marshal(condition.Lookup(props.get(), p))
 		parts[i] = string(b)
 	}
 	return strings.Join(parts, "\x1f")
@@ -450,7 +505,7 @@ func matchKey(matchOn []string, props map[string]any) string {
 
 // startInaction (re)schedules the timer of an inaction_within_time trigger
 // at the action's time + within; a repeated action moves it forward.
-func (e *engine) startInaction(u *user, c *manifest.Campaign, ev *hookstreamv1.Event, props map[string]any, out *output) {
+func (e *engine) startInaction(u *user, c *manifest.Campaign, ev *hookstreamv1.Event, props *lazyProps, out *output) {
 	t := c.Spec.Trigger
 	due := ev.TsMs + t.Within.Std().Milliseconds()
 	// An inaction event that arrived before this action but happened after
@@ -464,39 +519,39 @@ func (e *engine) startInaction(u *user, c *manifest.Campaign, ev *hookstreamv1.E
 
 // inactionSeen reports a cancelling event in [from, to] among the recent
 // occurrences, matching the inaction's where and the matchOn values.
-func (e *engine) inactionSeen(u *user, c *manifest.Campaign, actionProps map[string]any, from, to int64) bool {
+func (e *engine) inactionSeen(u *user, c *manifest.Campaign, actionProps *lazyProps, from, to int64) bool {
 	t := c.Spec.Trigger
-	es := u.events[t.Inaction.Event]
+	es := u.stats(t.Inaction.Event)
 	if es == nil {
 		return false
 	}
 	key := matchKey(t.MatchOn, actionProps)
-	for _, o := range es.Recent {
-		if o.TsMs < from || o.TsMs > to {
+	for i := range es.recent {
+		o := &es.recent[i]
+		if o.tsMs < from || o.tsMs > to {
 			continue
 		}
-		props := decodeObject(o.PropertiesJson)
-		if matchKey(t.MatchOn, props) != key {
+		if matchKey(t.MatchOn, &o.props) != key {
 			continue
 		}
-		if ok, _ := condition.MatchAll(t.Inaction.Where, condition.Env{Props: props, Profile: u.Profile()}); ok {
+		if ok, _ := condition.MatchAll(t.Inaction.Where, u.env(t.Inaction.Where, &o.props, true)); ok {
 			return true
 		}
 	}
 	return false
 }
 
-func (e *engine) cancelInaction(u *user, c *manifest.Campaign, ev *hookstreamv1.Event, props map[string]any, out *output) {
+func (e *engine) cancelInaction(u *user, c *manifest.Campaign, ev *hookstreamv1.Event, props *lazyProps, out *output) {
 	t := c.Spec.Trigger
-	m := u.campaigns[c.Metadata.Name]
-	if m == nil || len(m.Pending) == 0 {
+	m := u.memoryOf(c.Metadata.Name)
+	if m == nil || len(m.pending) == 0 {
 		return
 	}
-	if ok, _ := condition.MatchAll(t.Inaction.Where, condition.Env{Props: props, Profile: u.Profile()}); !ok {
+	if ok, _ := condition.MatchAll(t.Inaction.Where, u.env(t.Inaction.Where, props, true)); !ok {
 		return
 	}
 	key := matchKey(t.MatchOn, props)
-	p := m.Pending[key]
+	p := m.pendingTimer(key)
 	if p == nil || ev.TsMs < p.CauseTsMs || ev.TsMs > p.DueMs {
 		return // earlier than its action, or after the window: no cancel
 	}
@@ -507,7 +562,7 @@ func (e *engine) cancelInaction(u *user, c *manifest.Campaign, ev *hookstreamv1.
 // value; a missing value cancels it.
 func (e *engine) scheduleDate(u *user, c *manifest.Campaign, value any, ev *hookstreamv1.Event, out *output) {
 	if value == nil {
-		if m := u.campaigns[c.Metadata.Name]; m != nil && m.Pending[""] != nil {
+		if m := u.memoryOf(c.Metadata.Name); m != nil && m.pendingTimer("") != nil {
 			e.cancel(u, c, "", out)
 		}
 		return
@@ -518,7 +573,7 @@ func (e *engine) scheduleDate(u *user, c *manifest.Campaign, value any, ev *hook
 		e.log.DebugContext(e.logCtx(), "date property not usable", "campaign", c.Metadata.Name, "err", err)
 		return
 	}
-	if m := u.campaigns[c.Metadata.Name]; m != nil && m.Pending[""] != nil && m.Pending[""].DueMs == due.UnixMilli() {
+	if m := u.memoryOf(c.Metadata.Name); m != nil && m.pendingTimer("") != nil && m.pendingTimer("").DueMs == due.UnixMilli() {
 		return // unchanged
 	}
 	p := &hookstreamv1.PendingTimer{DueMs: due.UnixMilli(), CauseId: ev.Id, CauseTsMs: ev.TsMs, CauseName: ev.Name, CausePropertiesJson: ev.PropertiesJson, CampaignGeneration: c.Metadata.Generation}
@@ -572,10 +627,33 @@ func dateDue(t *manifest.Trigger, value any, profile map[string]any) (time.Time,
 	return due, nil
 }
 
-// timerID names an evaluator timer: one per (campaign, user, key).
-func timerID(campaign, identity, key string) string {
-	h := sha256.Sum256([]byte(campaign + "\x00" + identity + "\x00" + key))
-	return "ev_" + hex.EncodeToString(h[:16])
+// timerID names an evaluator timer: one per (campaign, user, key). It is
+// the timer record's key, hence bytes.
+func timerID(campaign, identity, key string) []byte {
+	var out [3 + 32]byte
+	return append([]byte(nil), appendHashID(out[:0], "ev_", campaign, identity, key)...)
+}
+
+// hashID is prefix (at most 8 bytes) + the hex of the first 16 bytes of the
+// SHA-256 of parts joined by NUL bytes. Ids made this way must never change:
+// re-processing after an upgrade must yield the ids emitted before it.
+func hashID(prefix string, parts ...string) string {
+	var out [8 + 32]byte
+	return string(appendHashID(out[:0], prefix, parts...))
+}
+
+func appendHashID(dst []byte, prefix string, parts ...string) []byte {
+	var in [128]byte
+	b := in[:0]
+	for i, p := range parts {
+		if i > 0 {
+			b = append(b, 0)
+		}
+		b = append(b, p...)
+	}
+	h := sha256.Sum256(b)
+	dst = append(dst, prefix...)
+	return hex.AppendEncode(dst, h[:16])
 }
 
 // schedule remembers a pending timer and asks the timer service for it, or
@@ -584,50 +662,47 @@ func (e *engine) schedule(u *user, c *manifest.Campaign, key string, p *hookstre
 	now := e.now().UnixMilli()
 	name := c.Metadata.Name
 	m := u.memory(name)
-	if m.Pending == nil {
-		m.Pending = map[string]*hookstreamv1.PendingTimer{}
-	}
-	u.dirty = true
-	if p.DueMs <= now {
-		if had := m.Pending[key] != nil; had {
+	if p.DueMs <= now && now-p.DueMs > e.cfg.Lateness.Std().Milliseconds() {
+		if had := m.pendingTimer(key) != nil; had {
 			e.cancel(u, c, key, out)
 		}
-		if now-p.DueMs > e.cfg.Lateness.Std().Milliseconds() {
-			e.skip("late", name)
-			u.dropEmptyMemory(name)
-			return
-		}
-		e.fireTimer(u, c, key, p, out)
+		e.skip("late", name)
+		u.dropEmptyMemory(name)
 		return
 	}
-	m.Pending[key] = p
-	payload, _ := proto.Marshal(&hookstreamv1.EvaluatorTimer{Campaign: name, Key: key, DueMs: p.DueMs})
+	// A timer that is already due (the evaluator is behind, or the action
+	// arrived late) still goes through the timer service rather than firing
+	// here: its firing is appended to the user's events partition, behind
+	// every event already queued there, so that an inaction event that
+	// happened within the window but has not been read yet cancels it.
+	m.setPending(key, p)
 	id := timerID(name, u.identity, key)
-	ctx, span := e.span(out, "evaluator.schedule_timer", attribute.String("campaign", name), attribute.String("trigger_type", triggerType(c)),
-		attribute.String("timer_id", id), attribute.Int64("due_ms", p.DueMs))
+	ctx, span := e.span(out, "evaluator.schedule_timer")
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("campaign", name), attribute.String("trigger_type", triggerType(c)),
+			attribute.String("timer_id", string(id)), attribute.Int64("due_ms", p.DueMs))
+	}
 	span.End()
-	carrier := propagation.MapCarrier{}
-	otel.GetTextMapPropagator().Inject(ctx, carrier)
-	fired, _ := proto.Marshal(&hookstreamv1.Event{
-		Kind: hookstreamv1.Event_KIND_TIMER_FIRED, Id: fmt.Sprintf("%s@%d", id, p.DueMs), Identity: u.identity, TsMs: p.DueMs,
-		Timer: &hookstreamv1.TimerFired{TimerId: id, DueMs: p.DueMs, Payload: payload},
-	})
-	cmd, _ := proto.Marshal(&hookstreamv1.TimerCommand{
-		Id: id, DueMs: p.DueMs, DestinationTopic: e.topics.Events, DestinationKey: []byte(u.identity), Payload: fired, Owner: "evaluator", CreatedMs: now,
-		TraceContext: carrier,
-	})
-	out.timers = append(out.timers, &kgo.Record{Topic: e.topics.Timers, Key: []byte(id), Value: cmd, Context: ctx})
+	// The propagators (W3C trace context and baggage) write nothing
+	// without a span context or baggage; the map is not made for nothing.
+	var carrier propagation.MapCarrier
+	if trace.SpanContextFromContext(ctx).IsValid() || baggage.FromContext(ctx).Len() > 0 {
+		carrier = propagation.MapCarrier{}
+		otel.GetTextMapPropagator().Inject(ctx, carrier)
+	}
+	var cmd []byte
+	cmd, e.scratch = timerCommand(e.scratch, id, e.topics.Events, u.identity, name, key, p.DueMs, now, carrier)
+	out.timers = append(out.timers, &kgo.Record{Topic: e.topics.Timers, Key: id, Value: cmd, Context: ctx})
 }
 
 func (e *engine) cancel(u *user, c *manifest.Campaign, key string, out *output) {
-	m := u.campaigns[c.Metadata.Name]
-	if m == nil || m.Pending[key] == nil {
+	if m := u.memoryOf(c.Metadata.Name); m == nil || m.pendingTimer(key) == nil {
 		return
 	}
-	delete(m.Pending, key)
+	u.updateMemory(c.Metadata.Name).deletePending(key)
 	u.dropEmptyMemory(c.Metadata.Name)
 	u.dirty = true
-	out.timers = append(out.timers, &kgo.Record{Topic: e.topics.Timers, Key: []byte(timerID(c.Metadata.Name, u.identity, key))})
+	out.timers = append(out.timers, &kgo.Record{Topic: e.topics.Timers, Key: timerID(c.Metadata.Name, u.identity, key)})
 }
 
 // onTimer handles a fired evaluator timer: it fires only if the timer is
@@ -639,13 +714,13 @@ func (e *engine) onTimer(u *user, ev *hookstreamv1.Event, out *output) error {
 		e.skip("bad_timer", "")
 		return nil
 	}
-	m := u.campaigns[t.Campaign]
-	if m == nil || m.Pending[t.Key] == nil || m.Pending[t.Key].DueMs != t.DueMs {
+	if m := u.memoryOf(t.Campaign); m == nil || m.pendingTimer(t.Key) == nil || m.pendingTimer(t.Key).DueMs != t.DueMs {
 		e.skip("stale_timer", t.Campaign)
 		return nil
 	}
-	p := m.Pending[t.Key]
-	delete(m.Pending, t.Key)
+	m := u.updateMemory(t.Campaign)
+	p := m.pendingTimer(t.Key)
+	m.deletePending(t.Key)
 	u.dirty = true
 	c, ok := e.cat.Campaign(t.Campaign)
 	if !ok || c.Spec.Trigger == nil {
@@ -689,7 +764,7 @@ func (e *engine) scheduledRun(u *user, c *manifest.Campaign, runMs int64, out *o
 				return
 			}
 		case manifest.TriggerActionsWithUserProperties:
-			if !u.did(t.Action, from(t.Action, 0), runMs) || !e.where(c, t.Profile, u.Profile(), u, at) {
+			if !u.did(t.Action, from(t.Action, 0), runMs) || !e.where(c, t.Profile, &u.prof, u, at) {
 				return
 			}
 		case manifest.TriggerInaction:
@@ -728,8 +803,7 @@ func inWindow(w *manifest.ActiveWindow, at time.Time) bool {
 // campaign: re-evaluating the same input yields the same id, which the
 // dispatcher deduplicates on and the receiver sees as webhook-id.
 func TriggerID(campaign, cause string) string {
-	h := sha256.Sum256([]byte(campaign + "\x00" + cause))
-	return "msg_" + hex.EncodeToString(h[:16])
+	return hashID("msg_", campaign, cause)
 }
 
 // InControlGroup assigns a user to a campaign's control group by a

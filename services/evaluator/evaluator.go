@@ -30,9 +30,10 @@ import (
 // State, outputs and the consumed offset are committed together with the
 // Goka / KIP-1035 pattern: the next input offset of each partition is kept
 // in the same Pebble batch as the state and in the changelog, and the
-// outputs have deterministic ids. A batch's outputs and changelog records
-// are acknowledged before its Pebble batch commits; a crash in between
-// re-processes the batch, which produces the same ids again.
+// outputs have deterministic ids. A batch's outputs are acknowledged before
+// its changelog records are produced, and both before its Pebble batch
+// commits; a crash in between re-processes the batch, which produces the
+// same ids again.
 type Evaluator struct {
 	cfg    Config
 	kcfg   kafka.Config
@@ -86,7 +87,7 @@ func (e *Evaluator) Service() *service.Service {
 	s := service.New("evaluator",
 		func(ctx context.Context) error {
 			var err error
-			if e.db, err = pebble.Open(e.cfg.DataDir, &pebble.Options{Logger: pebbleLogger{e.log}}); err != nil {
+			if e.db, err = pebble.Open(e.cfg.DataDir, pebbleOptions(&e.cfg, e.log)); err != nil {
 				return fmt.Errorf("open evaluator state %s: %w", e.cfg.DataDir, err)
 			}
 			if e.clog, err = kafka.NewUntracedClient(e.kcfg, e.log, "evaluator-changelog", kgo.RecordPartitioner(kgo.ManualPartitioner())); err != nil {
@@ -280,26 +281,26 @@ type batch struct {
 }
 
 func (b *batch) user(p int32, identity string) (*user, error) {
-	k := string(userKey(p, identity))
-	if u, ok := b.users[k]; ok {
+	k := userKey(p, identity)
+	if u, ok := b.users[string(k)]; ok {
 		return u, nil
 	}
-	var st *hookstreamv1.UserState
-	v, closer, err := b.pb.Get([]byte(k))
+	var st []byte
+	v, closer, err := b.pb.Get(k)
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
 	case err != nil:
 		return nil, err
 	default:
-		st = &hookstreamv1.UserState{}
-		err = proto.Unmarshal(v, st)
+		st = append([]byte(nil), v...) // the user keeps it
 		closer.Close()
-		if err != nil {
-			return nil, fmt.Errorf("decode state of %q: %w", identity, err)
-		}
 	}
-	u := newUser(identity, st)
-	b.users[k] = u
+	u, err := newUser(identity, st)
+	if err != nil {
+		return nil, fmt.Errorf("decode state of %q: %w", identity, err)
+	}
+	u.key, u.partition = k, p
+	b.users[string(k)] = u
 	return u, nil
 }
 
@@ -307,24 +308,23 @@ func (b *batch) user(p int32, identity string) (*user, error) {
 // changelog records.
 func (b *batch) flush(topic string) ([]*kgo.Record, error) {
 	var recs []*kgo.Record
-	for k, u := range b.users {
+	for _, u := range b.users {
 		if !u.dirty {
 			continue
 		}
-		p := int32(binary.BigEndian.Uint32([]byte(k)[1:5]))
 		v, err := u.encode()
 		if err != nil {
 			return nil, err
 		}
 		if v != nil {
-			err = b.pb.Set([]byte(k), v, nil)
+			err = b.pb.Set(u.key, v, nil)
 		} else {
-			err = b.pb.Delete([]byte(k), nil)
+			err = b.pb.Delete(u.key, nil)
 		}
 		if err != nil {
 			return nil, err
 		}
-		recs = append(recs, &kgo.Record{Topic: topic, Partition: p, Key: []byte(k), Value: v})
+		recs = append(recs, &kgo.Record{Topic: topic, Partition: u.partition, Key: u.key, Value: v})
 		u.dirty = false
 	}
 	return recs, nil
@@ -342,14 +342,16 @@ func (e *Evaluator) handle(ctx context.Context, recs []*kgo.Record) error {
 	if err != nil {
 		return err
 	}
-	// Outputs and changelog in parallel; both must be acknowledged.
-	var wg sync.WaitGroup
-	var outErr error
-	wg.Add(1)
-	go func() { defer wg.Done(); outErr = kafka.ProduceSync(ctx, e.cons.Client(), outputs...) }()
+	// Outputs first, then the changelog: the changelog carries the state
+	// and the next input offset, and a restore (after a crash, on a new
+	// disk, on another instance) resumes from it. Were it acknowledged
+	// before the outputs, a crash in between would restore a state that has
+	// seen the batch and skip it, and its triggers and timers would be lost.
+	if err := kafka.ProduceSync(ctx, e.cons.Client(), outputs...); err != nil {
+		return err
+	}
 	res := e.clog.ProduceSync(ctx, changelog...)
-	wg.Wait()
-	if err := errors.Join(outErr, res.FirstErr()); err != nil {
+	if err := res.FirstErr(); err != nil {
 		return err
 	}
 	ckpt := map[int32]int64{}
@@ -368,7 +370,7 @@ func (e *Evaluator) handle(ctx context.Context, recs []*kgo.Record) error {
 // and returns it with the changelog records of every change, the consumed
 // offsets included. The caller must close the batch.
 func (e *Evaluator) evaluate(ctx context.Context, recs []*kgo.Record) (*batch, []*kgo.Record, error) {
-	b := &batch{e: e, pb: e.db.NewIndexedBatch(), users: map[string]*user{}}
+	b := &batch{e: e, pb: e.db.NewIndexedBatch(), users: make(map[string]*user, len(recs))}
 	var changelog []*kgo.Record
 	next := map[int32]int64{}
 	fail := func(err error) (*batch, []*kgo.Record, error) {
@@ -407,6 +409,9 @@ func (e *Evaluator) evaluate(ctx context.Context, recs []*kgo.Record) (*batch, [
 		// only for what emits something (evaluator.trigger, .schedule_timer).
 		b.out.ctx = r.Context
 		err = e.eng.apply(u, &ev, &b.out)
+		if err == nil && u.err != nil {
+			err = fmt.Errorf("state of %q: %w", u.identity, u.err)
+		}
 		if err != nil {
 			return fail(fmt.Errorf("evaluate offset %d of partition %d: %w", r.Offset, r.Partition, err))
 		}
@@ -428,13 +433,7 @@ func (e *Evaluator) evaluate(ctx context.Context, recs []*kgo.Record) (*batch, [
 
 func (e *Evaluator) outputs(o *output) ([]*kgo.Record, error) {
 	recs := make([]*kgo.Record, 0, len(o.triggers)+len(o.timers)+len(o.conversions))
-	for i, t := range o.triggers {
-		v, err := proto.Marshal(t)
-		if err != nil {
-			return nil, err
-		}
-		recs = append(recs, &kgo.Record{Topic: e.topics.Triggers, Key: []byte(t.Identity), Value: v, Context: o.triggerCtx[i]})
-	}
+	recs = append(recs, o.triggers...)
 	recs = append(recs, o.timers...)
 	for _, c := range o.conversions {
 		v, err := proto.Marshal(c)
@@ -474,6 +473,10 @@ func (e *Evaluator) scheduledRun(b *batch, p int32, run *hookstreamv1.ScheduledR
 			return nil, err
 		}
 		e.eng.scheduledRun(u, c, run.GetRunMs(), &b.out)
+		if u.err != nil {
+			it.Close()
+			return nil, fmt.Errorf("state of %q: %w", identity, u.err)
+		}
 		users++
 	}
 	if err := it.Close(); err != nil {

@@ -64,7 +64,7 @@ func (s *scenario) clock() time.Time { s.mu.Lock(); defer s.mu.Unlock(); return 
 
 func (s *scenario) user(id string) *user {
 	if s.users[id] == nil {
-		s.users[id] = newUser(id, nil)
+		s.users[id], _ = newUser(id, nil)
 	}
 	return s.users[id]
 }
@@ -77,16 +77,25 @@ func (s *scenario) apply(ev *hookstreamv1.Event) {
 	if err != nil {
 		s.t.Fatal(err)
 	}
+	// Through the generated type too: the state must stay a UserState.
 	st := &hookstreamv1.UserState{}
 	if err := proto.Unmarshal(b, st); err != nil {
 		s.t.Fatal(err)
 	}
-	s.users[ev.Identity] = newUser(ev.Identity, st)
+	if b, err = proto.Marshal(st); err != nil {
+		s.t.Fatal(err)
+	}
+	if s.users[ev.Identity], err = newUser(ev.Identity, b); err != nil {
+		s.t.Fatal(err)
+	}
 	var out output
 	if err := s.eng.apply(s.users[ev.Identity], ev, &out); err != nil {
 		s.t.Fatal(err)
 	}
-	s.trs = append(s.trs, out.triggers...)
+	if err := s.users[ev.Identity].err; err != nil {
+		s.t.Fatal(err)
+	}
+	s.trs = append(s.trs, triggersOf(s.t, &out)...)
 	s.convs = append(s.convs, out.conversions...)
 	for _, r := range out.timers {
 		if r.Value == nil {
@@ -281,12 +290,19 @@ func TestInactionWithinTime(t *testing.T) {
 		t.Fatalf("fired for %s", trs[0].CauseEventPropertiesJson)
 	}
 
-	// Late actions: already due fires at once; older than the lateness
-	// (1h) is dropped.
+	// Late actions: one whose window has passed fires through the timer
+	// service, after the events queued behind it (one of which may cancel
+	// it); older than the lateness (1h) is dropped.
 	t4 := t0.Add(10 * time.Hour)
 	s.advance(t4)
 	s.event("u", "Added To Cart", t4.Add(-40*time.Minute), map[string]any{"ProductId": "late"})
-	s.expect(1, "late action whose window has passed fires at once")
+	s.expect(0, "late action: not fired before the events queued behind it")
+	s.advance(t4)
+	s.expect(1, "late action whose window has passed fires once its timer comes back")
+	s.event("u", "Added To Cart", t4.Add(-40*time.Minute), map[string]any{"ProductId": "late-bought"})
+	s.event("u", "Charged", t4.Add(-35*time.Minute), map[string]any{"ProductId": "late-bought"})
+	s.advance(t4)
+	s.expect(0, "late action bought within its window, read after it (evaluator behind)")
 	s.event("u", "Added To Cart", t4.Add(-2*time.Hour), map[string]any{"ProductId": "too-late"})
 	s.expect(0, "action older than the lateness")
 }
@@ -493,7 +509,7 @@ spec:
 			s.eng.scheduledRun(s.user(id), c, t0.UnixMilli(), &out)
 		}
 		var ids []string
-		for _, tr := range out.triggers {
+		for _, tr := range triggersOf(t, &out) {
 			ids = append(ids, tr.Identity+" "+tr.Id)
 		}
 		return ids
@@ -535,4 +551,21 @@ spec:
 	s.event("bob", "Product Viewed", t0, map[string]any{"ProductId": "p-1"})
 	s.event("bob", "Added To Wishlist", t0, map[string]any{"ProductId": "p-1", "Price": 80})
 	s.expect(1, "viewed then wishlisted at the same instant")
+}
+
+// triggersOf decodes the triggers of out.
+func triggersOf(t testing.TB, out *output) []*hookstreamv1.Trigger {
+	t.Helper()
+	var trs []*hookstreamv1.Trigger
+	for _, r := range out.triggers {
+		tr := &hookstreamv1.Trigger{}
+		if err := proto.Unmarshal(r.Value, tr); err != nil {
+			t.Fatal(err)
+		}
+		if string(r.Key) != tr.Identity {
+			t.Fatalf("trigger for %s keyed %s", tr.Identity, r.Key)
+		}
+		trs = append(trs, tr)
+	}
+	return trs
 }
