@@ -198,6 +198,7 @@ func (d *Dispatcher) running(ctx context.Context) error {
 }
 
 func (d *Dispatcher) pollLoop(ctx context.Context) error {
+	backoff := time.Duration(0)
 	for {
 		if !d.tracker.waitCapacity(ctx, d.cfg.MaxPending) {
 			return nil
@@ -214,11 +215,23 @@ func (d *Dispatcher) pollLoop(ctx context.Context) error {
 		})
 		recs := fetches.Records()
 		if len(recs) > 0 {
-			if !d.process(ctx, recs, d.tracker.add(recs)) {
-				// Left incomplete: not committed, handled again by the
-				// next owner of the partitions.
-				d.cl.AllowRebalance()
-				return nil
+			acks := d.tracker.add(recs)
+			for {
+				err := d.process(ctx, recs, acks)
+				if err == nil {
+					backoff = 0
+					break
+				}
+				backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
+				d.log.Error("processing polled records failed; retrying", "records", len(recs), "err", err, "backoff", backoff)
+				select {
+				case <-ctx.Done():
+					// Left incomplete: not committed, handled again by the
+					// next owner of the partitions.
+					d.cl.AllowRebalance()
+					return nil
+				case <-time.After(backoff):
+				}
 			}
 		}
 		d.cl.AllowRebalance()

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -88,9 +86,6 @@ func stageOf(timerID string) stage {
 // item is one polled record being checked.
 type item struct {
 	ack          ack
-	topic        string
-	partition    int32
-	checked      time.Time // when the checks ran
 	stage        stage
 	fromTriggers bool
 	timerID      string
@@ -156,20 +151,13 @@ func (d *Dispatcher) decode(r *kgo.Record) (*item, error) {
 	return it, nil
 }
 
-// process runs the checks of one polled batch and hands each record on: a
-// suppression or delay is recorded by the finisher, a request goes to its
-// campaign's batch or its webhook's queue.
-//
-// The checks go to Redis in one pipeline per group of partitions, the
-// groups at once (see checkGroups): a single pipeline of a large poll was
-// most of the time the poll loop took. A partition's records stay in one
-// pipeline, in offset order, so that caps and rate limits charge them in
-// that order (records of different partitions have no order: several
-// dispatchers share the counters). A group whose round trip fails (Redis
-// unreachable) is tried again, with a backoff, until it succeeds; nothing
-// is handed on before every group has. It reports false when ctx ended
-// first: the batch is then left unhandled.
-func (d *Dispatcher) process(ctx context.Context, recs []*kgo.Record, acks []ack) bool {
+// process runs the checks of one polled batch in a single Redis round trip
+// and hands each record on: a suppression or delay is recorded by the
+// finisher, a request goes to its campaign's batch or its webhook's queue.
+// An error (Redis unreachable) means nothing was handed on; the caller
+// retries.
+func (d *Dispatcher) process(ctx context.Context, recs []*kgo.Record, acks []ack) error {
+	now := d.now()
 	items := make([]*item, 0, len(recs))
 	var skip []ack
 	for i, r := range recs {
@@ -179,98 +167,27 @@ func (d *Dispatcher) process(ctx context.Context, recs []*kgo.Record, acks []ack
 			skip = append(skip, acks[i])
 			continue
 		}
-		it.ack, it.topic, it.partition = acks[i], r.Topic, r.Partition
+		it.ack = acks[i]
 		d.lookup(it)
 		items = append(items, it)
 	}
-	groups := checkGroups(items)
-	for backoff := time.Duration(0); ; {
-		now := d.now()
-		args := d.checkArgs(now)
-		errs := make([]error, len(groups))
-		var wg sync.WaitGroup
-		for g, group := range groups {
-			wg.Go(func() {
-				_, errs[g] = runPipeline(ctx, d.rdb, func(p redis.Pipeliner) {
-					for _, it := range group {
-						it.cmd, it.lease, it.prev, it.setGet = nil, nil, nil, nil
-						it.checked = now
-						if it.missing == "" {
-							d.queueChecks(ctx, p, it, now, args)
-						}
-					}
-				})
-			})
-		}
-		wg.Wait()
-		var failed [][]*item
-		var err error
-		for g, e := range errs {
-			if e != nil {
-				failed, err = append(failed, groups[g]), e
+	args := d.checkArgs(now)
+	_, err := runPipeline(ctx, d.rdb, func(p redis.Pipeliner) {
+		for _, it := range items {
+			it.cmd, it.lease, it.prev, it.setGet = nil, nil, nil, nil
+			if it.missing == "" {
+				d.queueChecks(ctx, p, it, now, args)
 			}
 		}
-		if len(failed) == 0 {
-			break
-		}
-		backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
-		d.log.Error("redis checks of polled records failed; retrying", "records", len(recs), "err", err, "backoff", backoff)
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(backoff):
-		}
-		groups = failed
+	})
+	if err != nil {
+		return fmt.Errorf("redis checks: %w", err)
 	}
 	d.tracker.complete(skip...)
 	for _, it := range items {
-		d.decide(it, it.checked)
+		d.decide(it, now)
 	}
-	return true
-}
-
-// Polled batches are checked in up to maxCheckGroups pipelines at once,
-// of at least minCheckGroup records each.
-const (
-	maxCheckGroups = 4
-	minCheckGroup  = 256
-)
-
-// checkGroups splits items into groups of whole partitions (in offset
-// order within each), of about equal size.
-func checkGroups(items []*item) [][]*item {
-	n := min(maxCheckGroups, len(items)/minCheckGroup)
-	if n <= 1 {
-		return [][]*item{items}
-	}
-	byPart := map[tp][]*item{}
-	var order []tp
-	for _, it := range items {
-		k := tp{it.topic, it.partition}
-		if _, ok := byPart[k]; !ok {
-			order = append(order, k)
-		}
-		byPart[k] = append(byPart[k], it)
-	}
-	if len(order) < n {
-		n = len(order)
-	}
-	if n <= 1 {
-		return [][]*item{items}
-	}
-	// Largest partitions first, each to the smallest group so far.
-	slices.SortStableFunc(order, func(a, b tp) int { return len(byPart[b]) - len(byPart[a]) })
-	groups := make([][]*item, n)
-	for _, k := range order {
-		small := 0
-		for g := range groups {
-			if len(groups[g]) < len(groups[small]) {
-				small = g
-			}
-		}
-		groups[small] = append(groups[small], byPart[k]...)
-	}
-	return groups
+	return nil
 }
 
 func (d *Dispatcher) lookup(it *item) {
