@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"sync"
 	"time"
@@ -24,6 +25,10 @@ type ServerConfig struct {
 	// ShutdownTimeout bounds how long in-flight requests may take to finish
 	// at shutdown, default 10s.
 	ShutdownTimeout duration.Duration `yaml:"shutdown_timeout"`
+	// Pprof serves net/http/pprof's profiles under /debug/pprof/ on this
+	// server, default false. Anyone who reaches the port can then take
+	// profiles (the API's port, on ingest): turn it on while profiling.
+	Pprof bool `yaml:"pprof"`
 }
 
 // RegisterFlags registers the server's flags with prefix (e.g. "server.").
@@ -31,6 +36,7 @@ func (c *ServerConfig) RegisterFlags(prefix string, fs *flag.FlagSet) {
 	fs.StringVar(&c.ListenAddress, prefix+"listen-address", ":8080", "HTTP listen address for the API, /healthz, /readyz and /metrics.")
 	c.ShutdownTimeout = duration.Duration(10 * time.Second)
 	fs.Var(&c.ShutdownTimeout, prefix+"shutdown-timeout", "How long in-flight HTTP requests may take at shutdown.")
+	fs.BoolVar(&c.Pprof, prefix+"pprof", false, "Serve Go profiles (net/http/pprof) under /debug/pprof/, unauthenticated, on the listen address.")
 }
 
 // ReadyFunc reports readiness and, when not ready, why.
@@ -50,8 +56,8 @@ type Server struct {
 	srv   *http.Server
 }
 
-// NewServer returns a server with /healthz, /readyz and, when metrics is not
-// nil, /metrics.
+// NewServer returns a server with /healthz, /readyz, /metrics when metrics
+// is not nil, and /debug/pprof/ when cfg.Pprof is set.
 func NewServer(cfg ServerConfig, log *slog.Logger, metrics http.Handler) *Server {
 	s := &Server{Mux: http.NewServeMux(), cfg: cfg, log: log}
 	s.Mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -61,6 +67,17 @@ func NewServer(cfg ServerConfig, log *slog.Logger, metrics http.Handler) *Server
 	s.Mux.HandleFunc("GET /readyz", s.readyz)
 	if metrics != nil {
 		s.Mux.Handle("GET /metrics", metrics)
+	}
+	if cfg.Pprof {
+		// The routes net/http/pprof registers on http.DefaultServeMux,
+		// which Hookstream does not serve. Index serves the named
+		// profiles (heap, goroutine, allocs, block, mutex, ...).
+		s.Mux.HandleFunc("/debug/pprof/", pprof.Index)
+		s.Mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		s.Mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		s.Mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		s.Mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		log.Warn("serving Go profiles under /debug/pprof/ without authentication", "listen_address", cfg.ListenAddress)
 	}
 	return s
 }

@@ -13,11 +13,17 @@ import (
 	"github.com/twmb/franz-go/plugin/kotel"
 	"github.com/twmb/franz-go/plugin/kslog"
 	"go.opentelemetry.io/otel"
+
+	"github.com/hookstream/hookstream/pkg/duration"
 )
 
 // NewClient returns a franz-go client for cfg with the given extra options
 // (consumer group, topics, ...). component names the client in broker logs
 // and in our own. Its records carry trace context and make spans.
+//
+// A client that joins a consumer group through opts gets cfg's
+// SessionTimeout, HeartbeatInterval and RebalanceTimeout; opts may override
+// them (NewConsumer does for static members).
 func NewClient(cfg Config, log *slog.Logger, component string, opts ...kgo.Opt) (*kgo.Client, error) {
 	return newClient(cfg, log, component, true, opts...)
 }
@@ -44,6 +50,7 @@ func newClient(cfg Config, log *slog.Logger, component string, traced bool, opts
 		kgo.RecordDeliveryTimeout(2 * time.Minute),
 		kgo.ProduceRequestTimeout(30 * time.Second),
 	}
+	base = append(base, groupTimeouts(cfg, cfg.SessionTimeout)...)
 	tc, err := cfg.tlsConfig()
 	if err != nil {
 		return nil, err
@@ -63,7 +70,7 @@ func newClient(cfg Config, log *slog.Logger, component string, traced bool, opts
 		return nil, fmt.Errorf("kafka: unknown SASL mechanism %q", cfg.SASL.Mechanism)
 	}
 	// kotel's produce and fetch metrics; W3C trace context in record
-	// headers, with publish and receive spans, through the global tracer
+	// headers, with publish spans (trace.go), through the global tracer
 	// provider (see telemetry.NewTracing, which must run first; with
 	// tracing off, the context records arrive with is only passed on).
 	hooks := kotel.NewKotel(kotel.WithMeter(kotel.NewMeter(kotel.MeterProvider(otel.GetMeterProvider())))).Hooks()
@@ -76,6 +83,24 @@ func newClient(cfg Config, log *slog.Logger, component string, traced bool, opts
 		return nil, fmt.Errorf("kafka client %s: %w", component, err)
 	}
 	return cl, nil
+}
+
+// groupTimeouts returns the consumer-group options of cfg with the given
+// session timeout. Group options are inert on a client that joins no group.
+// Unset (zero) values keep franz-go's defaults, so that a Config made
+// without RegisterFlags still works.
+func groupTimeouts(cfg Config, session duration.Duration) []kgo.Opt {
+	var opts []kgo.Opt
+	if session > 0 {
+		opts = append(opts, kgo.SessionTimeout(session.Std()))
+	}
+	if cfg.HeartbeatInterval > 0 {
+		opts = append(opts, kgo.HeartbeatInterval(cfg.HeartbeatInterval.Std()))
+	}
+	if cfg.RebalanceTimeout > 0 {
+		opts = append(opts, kgo.RebalanceTimeout(cfg.RebalanceTimeout.Std()))
+	}
+	return opts
 }
 
 // Ping waits until a broker answers or ctx ends.

@@ -39,6 +39,37 @@ type Config struct {
 	// FetchMaxRecords caps the records handled per poll, default 1000.
 	FetchMaxRecords int `yaml:"fetch_max_records"`
 
+	// GroupPrefix is put before the component's name to make a consumer
+	// group's id ("hookstream-" + "ingest"), default "hookstream-". See
+	// Group.
+	GroupPrefix string `yaml:"group_prefix"`
+	// SessionTimeout is how long the group coordinator waits without a
+	// heartbeat from a member that has no instance id (ingest, dispatcher,
+	// and the evaluator and timer when run without one) before it gives the
+	// member's partitions to the others, default 10s (franz-go's and Kafka's
+	// own default is 45s). A member that stops gracefully leaves the group
+	// at once and does not wait for it. It must lie within the brokers'
+	// group.min.session.timeout.ms and group.max.session.timeout.ms (6s and
+	// 30m unless changed).
+	SessionTimeout duration.Duration `yaml:"session_timeout"`
+	// StaticSessionTimeout is SessionTimeout for static members, those with
+	// an instance id (the evaluator and timer pods of a StatefulSet), default
+	// 45s. A static member does not leave the group when it stops, so that
+	// its restart within this timeout gets its partitions back without a
+	// rebalance (and without another pod restoring their state meanwhile);
+	// the price is that a static member that dies stalls its partitions this
+	// long.
+	StaticSessionTimeout duration.Duration `yaml:"static_session_timeout"`
+	// HeartbeatInterval is how often a member heartbeats to the coordinator,
+	// default 3s; at most a third of either session timeout.
+	HeartbeatInterval duration.Duration `yaml:"heartbeat_interval"`
+	// RebalanceTimeout is how long the coordinator waits for every member
+	// to rejoin once a rebalance has begun, default 60s. A member rejoins
+	// only after the batch in hand is handled and committed; a member that
+	// takes longer is dropped from the group and its uncommitted batch is
+	// handled again by the partitions' next owner.
+	RebalanceTimeout duration.Duration `yaml:"rebalance_timeout"`
+
 	TLS  TLSConfig  `yaml:"tls"`
 	SASL SASLConfig `yaml:"sasl"`
 }
@@ -75,6 +106,15 @@ func (c *Config) RegisterFlags(prefix string, fs *flag.FlagSet) {
 	fs.Var(&c.ProduceLinger, prefix+"produce-linger", "How long the producer waits to fill a batch.")
 	fs.IntVar(&c.ProduceBatchBytes, prefix+"produce-batch-bytes", 1<<20, "Maximum bytes of one produced batch.")
 	fs.IntVar(&c.FetchMaxRecords, prefix+"fetch-max-records", 1000, "Records handled per poll.")
+	fs.StringVar(&c.GroupPrefix, prefix+"group-prefix", "hookstream-", "Prefix of every consumer group id (the component's name follows).")
+	c.SessionTimeout = duration.Duration(10 * time.Second)
+	fs.Var(&c.SessionTimeout, prefix+"session-timeout", "How long a consumer-group member without an instance id may go without a heartbeat before its partitions go to the others (within the brokers' group.min/max.session.timeout.ms).")
+	c.StaticSessionTimeout = duration.Duration(45 * time.Second)
+	fs.Var(&c.StaticSessionTimeout, prefix+"static-session-timeout", "Session timeout of static members (with an instance id: evaluator and timer StatefulSet pods); a restart within it keeps the partitions without a rebalance.")
+	c.HeartbeatInterval = duration.Duration(3 * time.Second)
+	fs.Var(&c.HeartbeatInterval, prefix+"heartbeat-interval", "How often a consumer-group member heartbeats; at most a third of either session timeout.")
+	c.RebalanceTimeout = duration.Duration(60 * time.Second)
+	fs.Var(&c.RebalanceTimeout, prefix+"rebalance-timeout", "How long a rebalance waits for every member to finish its batch and rejoin.")
 	fs.BoolVar(&c.TLS.Enabled, prefix+"tls.enabled", false, "Use TLS to the brokers.")
 	fs.StringVar(&c.TLS.CAFile, prefix+"tls.ca-file", "", "PEM file of CAs to trust (default: the system's).")
 	fs.StringVar(&c.TLS.CertFile, prefix+"tls.cert-file", "", "PEM client certificate for mutual TLS.")
@@ -109,7 +149,59 @@ func (c *Config) Validate() error {
 	if c.FetchMaxRecords < 1 {
 		errs = append(errs, fmt.Errorf("kafka.fetch_max_records: must be at least 1, got %d", c.FetchMaxRecords))
 	}
+	if c.GroupPrefix == "" {
+		errs = append(errs, errors.New("kafka.group_prefix: must not be empty"))
+	}
+	errs = append(errs, c.validateGroupTimeouts()...)
 	return errors.Join(errs...)
+}
+
+// The brokers' defaults of group.min.session.timeout.ms and
+// group.max.session.timeout.ms. A broker refuses a JoinGroup whose session
+// timeout lies outside its bounds (INVALID_SESSION_TIMEOUT), and the member
+// then retries forever without getting a partition: refuse such a value at
+// start instead. Brokers configured with other bounds are rare; their
+// operators can still choose within the intersection.
+const (
+	minSessionTimeout = 6 * time.Second
+	maxSessionTimeout = 30 * time.Minute
+)
+
+func (c *Config) validateGroupTimeouts() []error {
+	var errs []error
+	for _, st := range []struct {
+		key string
+		d   time.Duration
+	}{{"kafka.session_timeout", c.SessionTimeout.Std()}, {"kafka.static_session_timeout", c.StaticSessionTimeout.Std()}} {
+		if st.d < minSessionTimeout || st.d > maxSessionTimeout {
+			errs = append(errs, fmt.Errorf("%s: must be between %s and %s (the brokers' default group.min.session.timeout.ms and group.max.session.timeout.ms), got %s",
+				st.key, duration.Format(minSessionTimeout), duration.Format(maxSessionTimeout), duration.Format(st.d)))
+			continue
+		}
+		// Kafka's rule of thumb, which its Java client enforces in part
+		// (heartbeat below the session timeout): two heartbeats may be
+		// lost before a member is thought dead.
+		if hb := c.HeartbeatInterval.Std(); hb > 0 && 3*hb > st.d {
+			errs = append(errs, fmt.Errorf("kafka.heartbeat_interval: must be at most a third of %s (%s), got %s",
+				st.key, duration.Format(st.d), duration.Format(hb)))
+		}
+	}
+	if hb := c.HeartbeatInterval.Std(); hb < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("kafka.heartbeat_interval: must be at least 100ms, got %s", duration.Format(hb)))
+	}
+	if rt := c.RebalanceTimeout.Std(); rt < time.Second || rt > maxSessionTimeout {
+		errs = append(errs, fmt.Errorf("kafka.rebalance_timeout: must be between 1s and %s, got %s", duration.Format(maxSessionTimeout), duration.Format(rt)))
+	}
+	return errs
+}
+
+// Group returns the consumer-group id of component: GroupPrefix followed by
+// component, "hookstream-ingest" with the default prefix. Two installations
+// that share a Kafka cluster need different group prefixes as they need
+// different topic prefixes: otherwise their members join the same groups
+// (and the static members of the evaluator and timer may fence each other).
+func (c *Config) Group(component string) string {
+	return c.GroupPrefix + component
 }
 
 func (c *Config) tlsConfig() (*tls.Config, error) {

@@ -31,13 +31,20 @@ type PartitionsFunc func(ctx context.Context, cl *kgo.Client, partitions map[str
 
 // ConsumerConfig says what a Consumer reads.
 type ConsumerConfig struct {
-	// Group is the consumer group, by convention "hookstream-<component>".
+	// Group is the consumer group's id: Config.Group(component), which is
+	// "hookstream-<component>" with the default kafka.group_prefix.
 	Group  string
 	Topics []string
 	// Untraced consumes without trace spans (internal bookkeeping).
 	Untraced bool
 	// InstanceID enables static membership so that a restarted pod with the
 	// same id does not cause a rebalance. Empty: dynamic membership.
+	//
+	// A dynamic member leaves the group when it is closed, so the others
+	// take its partitions over at once; one that dies is noticed after
+	// Config.SessionTimeout. A static member does not leave when closed:
+	// its partitions wait for it (or for Config.StaticSessionTimeout, its
+	// session timeout, to pass).
 	InstanceID string
 	// OnAssigned, if set, runs after partitions are assigned and before any
 	// of their records are handled.
@@ -93,7 +100,12 @@ func NewConsumer(cfg Config, log *slog.Logger, component string, cc ConsumerConf
 			}
 		}),
 		kgo.OnPartitionsLost(func(ctx context.Context, cl *kgo.Client, lost map[string][]int32) {
-			c.log.Warn("partitions lost", "partitions", lost)
+			// franz-go also calls this, with nothing lost, after each
+			// failed join.
+			if len(lost) > 0 {
+				c.log.Warn("partitions lost", "partitions", lost)
+			}
+			c.forget(lost)
 			if cc.OnRevoked != nil {
 				cc.OnRevoked(ctx, cl, lost)
 			}
@@ -104,6 +116,7 @@ func NewConsumer(cfg Config, log *slog.Logger, component string, cc ConsumerConf
 	}
 	if cc.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(cc.InstanceID))
+		opts = append(opts, groupTimeouts(cfg, cfg.StaticSessionTimeout)...)
 	}
 	cl, err := newClient(cfg, log, component, !cc.Untraced, append(opts, extra...)...)
 	if err != nil {
@@ -170,8 +183,10 @@ func (c *Consumer) handle(ctx context.Context, recs []*kgo.Record, b *backoff) b
 	}
 }
 
-// Close leaves the group and closes the client. Handled batches are already
-// committed.
+// Close closes the client. A dynamic member leaves the group (a
+// LeaveGroup request), so that the group rebalances at once instead of
+// after the session timeout; a static member does not (see
+// ConsumerConfig.InstanceID). Handled batches are already committed.
 func (c *Consumer) Close() {
 	c.cl.Close()
 	if c.reg != nil {

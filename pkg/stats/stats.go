@@ -75,7 +75,7 @@ func (a *Aggregator) Service() *service.Service {
 			}
 			var err error
 			a.cons, err = kafka.NewConsumer(a.kcfg, a.log, "stats", kafka.ConsumerConfig{
-				Group: "hookstream-stats", Topics: []string{a.topics.Deliveries, a.topics.Conversions}, Untraced: true,
+				Group: a.kcfg.Group("stats"), Topics: []string{a.topics.Deliveries, a.topics.Conversions}, Untraced: true,
 			}, a.handle, kgo.AdjustFetchOffsetsFn(a.storedOffsets))
 			return err
 		},

@@ -213,7 +213,7 @@ func (s *Service) starting(ctx context.Context) error {
 		s.appliedAt = s.index.lookup
 	}
 	s.cons, err = kafka.NewConsumer(s.kcfg, s.log, "timer", kafka.ConsumerConfig{
-		Group: "hookstream-timer", Topics: []string{s.topics.Timers}, InstanceID: s.cfg.InstanceID,
+		Group: s.kcfg.Group("timer"), Topics: []string{s.topics.Timers}, InstanceID: s.cfg.InstanceID,
 		OnAssigned: s.assigned, OnRevoked: s.revoked,
 	}, s.apply, kgo.AdjustFetchOffsetsFn(s.localOffsets),
 		// An empty fetch (kfake answers one when starting inside a

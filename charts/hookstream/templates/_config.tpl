@@ -6,7 +6,7 @@ ${NAME} references that the process expands from its environment at start.
 */}}
 {{- define "hookstream.config" -}}
 {{- $v := .Values }}
-{{- $kafka := dict "brokers" $v.kafka.brokers "topic_prefix" $v.kafka.topicPrefix "partitions" $v.kafka.partitions "replication_factor" $v.kafka.replicationFactor "create_topics" $v.kafka.createTopics }}
+{{- $kafka := dict "brokers" $v.kafka.brokers "topic_prefix" $v.kafka.topicPrefix "group_prefix" $v.kafka.groupPrefix "partitions" $v.kafka.partitions "replication_factor" $v.kafka.replicationFactor "create_topics" $v.kafka.createTopics "session_timeout" $v.kafka.sessionTimeout "static_session_timeout" $v.kafka.staticSessionTimeout "heartbeat_interval" $v.kafka.heartbeatInterval "rebalance_timeout" $v.kafka.rebalanceTimeout }}
 {{- if $v.kafka.tls.enabled }}
 {{- $tls := dict "enabled" true }}
 {{- if $v.kafka.tls.existingSecret }}
@@ -35,10 +35,12 @@ ${NAME} references that the process expands from its environment at start.
 {{- $_ := set $ingest "tokens" (printf "${%s:-}" (include "hookstream.env.ingestTokens" .)) }}
 {{- $_ := set $ingest "admin_tokens" (printf "${%s:-}" (include "hookstream.env.adminTokens" .)) }}
 {{- end }}
+{{- $server := dict "listen_address" ":8080" }}
+{{- if $v.pprof.enabled }}{{ $_ := set $server "pprof" true }}{{ end }}
 {{- $cfg := dict
   "target" "all"
   "log" (dict "level" $v.log.level "format" $v.log.format)
-  "server" (dict "listen_address" ":8080")
+  "server" $server
   "kafka" $kafka
   "redis" $redis
   "ingest" $ingest
