@@ -11,20 +11,49 @@ import (
 	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/hookstream/hookstream/pkg/telemetry"
 )
 
-// ProcessSpan starts the span of processing a consumed record, the child of
-// its receive span (which continues the producer's trace from the record's
-// headers). Outputs produced with the returned context as their Context
-// continue the trace. End the span when done.
+// ProcessSpan starts the span of processing a consumed record: a consumer
+// span that continues the trace the record's headers carry (the child of
+// its publish span), or a new trace when the record carries none. It says
+// where the record is (topic, partition, offset), never its key. Outputs
+// produced with the returned context as their Context continue the trace.
+// End the span when done.
+//
+// There is no separate receive span per fetched record (kotel's tracer
+// makes one): its topic, partition and offset are those of the publish
+// span it would be the child of, and its time is the moment the record was
+// polled. A record's trace gets a span in a consumer only where the
+// consumer does something with it, which is the process span.
 func ProcessSpan(r *kgo.Record, tracer trace.Tracer, name string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
 	ctx := r.Context
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	return tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindConsumer), trace.WithAttributes(attrs...))
+	ctx, span := tracer.Start(ctx, name, consumerKind)
+	if span.IsRecording() {
+		a := telemetry.Attrs()
+		*a = append(*a, attrKafka, attrSource.String(r.Topic), attrSrcPartition.Int(int(r.Partition)), attrOffset.Int64(r.Offset))
+		*a = append(*a, attrs...)
+		telemetry.SetAttrs(span, a)
+	}
+	return ctx, span
+}
+
+// Tracing reports whether spans can record: the global tracer provider is
+// the SDK's (telemetry.NewTracing installs it when tracing is on, and a
+// no-op provider when it is off; before either, OpenTelemetry's default
+// records nothing and propagates nothing). A stage that starts a trace of
+// its own (ingest, for records that arrive without one) asks it once, so
+// that with tracing off it costs nothing.
+func Tracing() bool {
+	_, on := otel.GetTracerProvider().(*sdktrace.TracerProvider)
+	return on
 }
 
 // Tracer returns the tracer of a component from the global provider.
@@ -44,13 +73,16 @@ const (
 	attrClientID      = attribute.Key("messaging.kafka.client_id")
 )
 
+var attrKafka = attrSystem.String("kafka")
+
 // recordTracer is a client's hooks that carry the W3C trace context in
-// record headers and make a "<topic> publish" span per produced record and
-// a "<topic> receive" span per fetched record, as franz-go's kotel tracer
-// does (its RecordCarrier is used), at a fraction of its cost: span names
-// and constant attributes are made once per topic, and the attributes are
-// those that say where the record is (topic, partition, offset) and which
-// client moved it. Record keys (user identities) are never recorded.
+// record headers (through franz-go kotel's RecordCarrier) and make a
+// "<topic> publish" span per produced record, as kotel's tracer does, at a
+// fraction of its cost: span names and constant attributes are made once
+// per topic, and the attributes are those that say where the record is
+// (topic, partition, offset) and which client moved it. Record keys (user
+// identities) are never recorded. A fetched record gets the context its
+// headers carry, and no span of its own: see ProcessSpan.
 //
 // With tracing off (passthrough), it makes no spans: it only carries the
 // trace context a record arrived with (from a traced producer) on to the
@@ -65,17 +97,22 @@ type recordTracer struct {
 }
 
 type topicSpans struct {
-	publish, receive string
-	publishOpts      []trace.SpanStartOption // read-only
-	source           attribute.KeyValue
+	publish     string
+	destination attribute.KeyValue
 }
 
-var consumerKind = trace.WithSpanKind(trace.SpanKindConsumer)
+// tracerName is the instrumentation scope of the hooks' own spans.
+const tracerName = "github.com/hookstream/hookstream/kafka"
+
+var (
+	consumerKind = trace.WithSpanKind(trace.SpanKindConsumer)
+	producerKind = trace.WithSpanKind(trace.SpanKindProducer)
+)
 
 func newRecordTracer(tp trace.TracerProvider, prop propagation.TextMapPropagator, clientID string) *recordTracer {
 	_, off := tp.(noop.TracerProvider)
 	return &recordTracer{
-		tracer:      tp.Tracer("github.com/hookstream/hookstream/kafka"),
+		tracer:      tp.Tracer(tracerName),
 		prop:        prop,
 		clientID:    attrClientID.String(clientID),
 		passthrough: off,
@@ -86,12 +123,7 @@ func (t *recordTracer) spans(topic string) *topicSpans {
 	if s, ok := t.topics.Load(topic); ok {
 		return s.(*topicSpans)
 	}
-	s := &topicSpans{
-		publish: topic + " publish", receive: topic + " receive",
-		publishOpts: []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindProducer),
-			trace.WithAttributes(attrSystem.String("kafka"), attrDestination.String(topic), t.clientID)},
-		source: attrSource.String(topic),
-	}
+	s := &topicSpans{publish: topic + " publish", destination: attrDestination.String(topic)}
 	v, _ := t.topics.LoadOrStore(topic, s)
 	return v.(*topicSpans)
 }
@@ -109,18 +141,44 @@ func (t *recordTracer) OnProduceRecordBuffered(r *kgo.Record) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	span := trace.SpanFromContext(ctx)
+	if sc := span.SpanContext(); sc.IsValid() && !sc.IsSampled() {
+		// Within a trace that is not sampled: a publish span would not
+		// record either (the samplers follow the parent's decision), so
+		// the context is passed on as it is.
+		t.prop.Inject(ctx, kotel.NewRecordCarrier(r))
+		return
+	}
+	if isProducerSpan(span) {
+		// The caller's span is this record's producer span (the span of
+		// the decision that emits it): it is the record's publish span,
+		// ended by OnProduceRecordUnbuffered, rather than the parent of
+		// one. A span fewer per record on the hot path.
+		t.prop.Inject(ctx, kotel.NewRecordCarrier(r))
+		return
+	}
 	s := t.spans(r.Topic)
-	ctx, span := t.tracer.Start(ctx, s.publish, s.publishOpts...)
+	ctx, span = t.tracer.Start(ctx, s.publish, producerKind)
 	if span.SpanContext().IsValid() {
 		t.prop.Inject(ctx, kotel.NewRecordCarrier(r))
 	}
-	// Always replaced, so that the unbuffered hook never ends a span of
-	// the caller's.
+	// Replaced, so that the unbuffered hook never ends a span of the
+	// caller's other than a producer span.
 	r.Context = ctx
 }
 
-// OnProduceRecordUnbuffered ends the publish span with where the record
-// went, or its error.
+// isProducerSpan reports whether span records and is of kind producer.
+func isProducerSpan(span trace.Span) bool {
+	ro, ok := span.(sdktrace.ReadOnlySpan)
+	return ok && span.IsRecording() && ro.SpanKind() == trace.SpanKindProducer
+}
+
+// OnProduceRecordUnbuffered ends the publish span (the hook's own, or the
+// caller's producer span) with where the record went, or its error. The
+// attributes are set in one call, when all are known: each call grows the
+// span's attribute list. The client id goes on the hook's own spans only:
+// a decision's span has attributes of its own, and more than eight make
+// the SDK's end-of-span deduplication build a larger map.
 func (t *recordTracer) OnProduceRecordUnbuffered(r *kgo.Record, err error) {
 	if t.passthrough {
 		return
@@ -129,43 +187,35 @@ func (t *recordTracer) OnProduceRecordUnbuffered(r *kgo.Record, err error) {
 	if !span.IsRecording() {
 		return
 	}
-	span.SetAttributes(attrDestPartition.Int(int(r.Partition)), attrOffset.Int64(r.Offset))
+	s := t.spans(r.Topic)
+	a := telemetry.Attrs()
+	*a = append(*a, attrKafka, s.destination, attrDestPartition.Int(int(r.Partition)), attrOffset.Int64(r.Offset))
+	if ro, ok := span.(sdktrace.ReadOnlySpan); ok && ro.InstrumentationScope().Name == tracerName {
+		*a = append(*a, t.clientID)
+	}
+	telemetry.SetAttrs(span, a)
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 	}
 	span.End()
 }
 
-// OnFetchRecordBuffered starts the record's receive span, continuing the
-// trace in its headers; the record's Context carries it to the handler.
+// OnFetchRecordBuffered gives the record the trace context its headers
+// carry, as its Context: the handler's process span (ProcessSpan) continues
+// it, and records produced within it carry it on. It makes no span.
 func (t *recordTracer) OnFetchRecordBuffered(r *kgo.Record) {
-	if t.passthrough && len(r.Headers) == 0 {
+	if len(r.Headers) == 0 {
 		return
 	}
 	ctx := r.Context
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	ctx = t.prop.Extract(ctx, kotel.NewRecordCarrier(r))
-	if t.passthrough {
-		r.Context = ctx
-		return
-	}
-	s := t.spans(r.Topic)
-	r.Context, _ = t.tracer.Start(ctx, s.receive, consumerKind, trace.WithAttributes(
-		attrSystem.String("kafka"), s.source, attrSrcPartition.Int(int(r.Partition)), attrOffset.Int64(r.Offset), t.clientID))
-}
-
-// OnFetchRecordUnbuffered ends the receive span when the record is polled.
-func (t *recordTracer) OnFetchRecordUnbuffered(r *kgo.Record, _ bool) {
-	if !t.passthrough {
-		trace.SpanFromContext(r.Context).End()
-	}
+	r.Context = t.prop.Extract(ctx, kotel.NewRecordCarrier(r))
 }
 
 var (
 	_ kgo.HookProduceRecordBuffered   = (*recordTracer)(nil)
 	_ kgo.HookProduceRecordUnbuffered = (*recordTracer)(nil)
 	_ kgo.HookFetchRecordBuffered     = (*recordTracer)(nil)
-	_ kgo.HookFetchRecordUnbuffered   = (*recordTracer)(nil)
 )

@@ -27,6 +27,23 @@ func setTracing(t *testing.T, tp trace.TracerProvider) {
 	t.Cleanup(func() { otel.SetTracerProvider(prevTP); otel.SetTextMapPropagator(prevProp) })
 }
 
+// tracedProducer installs an SDK tracer provider with sampler, exporting
+// to the returned in-memory exporter, and returns a traced producer on a
+// new broker.
+func tracedProducer(t *testing.T, sampler sdktrace.Sampler) (*tracetest.InMemoryExporter, *sdktrace.TracerProvider, kafka.Config, *kgo.Client) {
+	t.Helper()
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp), sdktrace.WithSampler(sampler))
+	setTracing(t, tp)
+	cfg := kafkatest.New(t).Config()
+	prod, err := kafka.NewClient(cfg, quiet(), "producer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(prod.Close)
+	return exp, tp, cfg, prod
+}
+
 func consumeOne(t *testing.T, cl *kgo.Client) *kgo.Record {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -43,20 +60,12 @@ func consumeOne(t *testing.T, cl *kgo.Client) *kgo.Record {
 }
 
 // A produced record carries the trace context of its publish span, a child
-// of the producer's span; the consumer's receive span continues that trace
-// and is the record's Context. The spans say where the record is, never
-// its key (a user identity).
+// of the producer's span; the consumed record's Context continues that
+// trace, and the consumer's process span is the publish span's child (no
+// receive span in between). The spans say where the record is, never its
+// key (a user identity).
 func TestRecordsCarryTheTrace(t *testing.T) {
-	exp := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-	setTracing(t, tp)
-	c := kafkatest.New(t)
-	cfg := c.Config()
-	prod, err := kafka.NewClient(cfg, quiet(), "producer")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prod.Close()
+	exp, tp, cfg, prod := tracedProducer(t, sdktrace.AlwaysSample())
 	cons, err := kafka.NewClient(cfg, quiet(), "consumer", kgo.ConsumeTopics("traced"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
@@ -87,36 +96,135 @@ func TestRecordsCarryTheTrace(t *testing.T) {
 			}
 		}
 	}
-	pub, recv := spans["traced publish"], spans["traced receive"]
-	if pub == nil || recv == nil || spans["dispatcher.deliver"] == nil {
-		t.Fatalf("spans: %v", exp.GetSpans())
+	if len(spans) != 3 {
+		t.Errorf("spans %v, want the producer's, the publish and the process span", keys(spans))
+	}
+	pub, proc := spans["traced publish"], spans["dispatcher.deliver"]
+	if pub == nil || proc == nil {
+		t.Fatalf("spans: %v", keys(spans))
 	}
 	if pub.Parent().SpanID() != parent.SpanContext().SpanID() || pub.SpanKind() != trace.SpanKindProducer {
 		t.Errorf("publish span: parent %s kind %s", pub.Parent().SpanID(), pub.SpanKind())
 	}
-	if recv.Parent().SpanID() != pub.SpanContext().SpanID() || recv.SpanKind() != trace.SpanKindConsumer {
-		t.Errorf("receive span: parent %s kind %s, want the publish span %s", recv.Parent().SpanID(), recv.SpanKind(), pub.SpanContext().SpanID())
+	if proc.Parent().SpanID() != pub.SpanContext().SpanID() || proc.SpanKind() != trace.SpanKindConsumer {
+		t.Errorf("process span: parent %s kind %s, want the publish span %s", proc.Parent().SpanID(), proc.SpanKind(), pub.SpanContext().SpanID())
 	}
-	if spans["dispatcher.deliver"].Parent().SpanID() != recv.SpanContext().SpanID() {
-		t.Errorf("process span is not a child of the receive span")
+	for _, c := range []struct {
+		span sdktrace.ReadOnlySpan
+		want []string
+	}{
+		{proc, []string{"messaging.system", "messaging.source.name", "messaging.kafka.source.partition", "messaging.kafka.message.offset"}},
+		{pub, []string{"messaging.system", "messaging.destination.name", "messaging.kafka.destination.partition", "messaging.kafka.message.offset", "messaging.kafka.client_id"}},
+	} {
+		span, want := c.span, c.want
+		attrs := map[string]string{}
+		for _, a := range span.Attributes() {
+			attrs[string(a.Key)] = a.Value.Emit()
+		}
+		for _, k := range want {
+			if attrs[k] == "" {
+				t.Errorf("%s span has no %s: %v", span.Name(), k, attrs)
+			}
+		}
+		if attrs["messaging.kafka.message.offset"] != "0" {
+			t.Errorf("%s span: offset %q, want 0", span.Name(), attrs["messaging.kafka.message.offset"])
+		}
+	}
+}
+
+// A record produced within a producer span (the span of the decision that
+// emits it) has that span as its publish span: no "<topic> publish" span
+// is made under it, and the hooks end it with where the record went. A
+// record produced within a trace that is not sampled gets that trace's
+// context, and no span at all.
+func TestProducerSpansAndUnsampledTraces(t *testing.T) {
+	exp, tp, _, prod := tracedProducer(t, sdktrace.ParentBased(sdktrace.AlwaysSample()))
+	if err := kafka.EnsureTopics(context.Background(), prod, -1, []kafka.TopicSpec{{Name: "out", Partitions: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, decision := tp.Tracer("test").Start(context.Background(), "evaluator.trigger", trace.WithSpanKind(trace.SpanKindProducer))
+	if err := kafka.ProduceSync(context.Background(), prod, &kgo.Record{Topic: "out", Value: []byte("v"), Context: ctx}); err != nil {
+		t.Fatal(err)
+	}
+	got := exp.GetSpans()
+	if len(got) != 1 || got[0].Name != "evaluator.trigger" {
+		t.Fatalf("spans %v, want the decision's alone, ended by the hooks", got)
 	}
 	attrs := map[string]string{}
-	for _, a := range recv.Attributes() {
+	for _, a := range got[0].Attributes {
 		attrs[string(a.Key)] = a.Value.Emit()
 	}
-	for _, k := range []string{"messaging.system", "messaging.source.name", "messaging.kafka.source.partition", "messaging.kafka.message.offset", "messaging.kafka.client_id"} {
-		if attrs[k] == "" {
-			t.Errorf("receive span has no %s: %v", k, attrs)
-		}
+	if attrs["messaging.destination.name"] != "out" || attrs["messaging.kafka.message.offset"] != "0" {
+		t.Errorf("decision span attributes %v, want where the record went", attrs)
 	}
-	pubAttrs := map[string]bool{}
-	for _, a := range pub.Attributes() {
-		pubAttrs[string(a.Key)] = true
+	decision.End()
+
+	const unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+	exp.Reset()
+	upstream := propagation.TraceContext{}.Extract(context.Background(), propagation.MapCarrier{"traceparent": unsampled})
+	r := &kgo.Record{Topic: "out", Value: []byte("w"), Context: upstream}
+	if err := kafka.ProduceSync(context.Background(), prod, r); err != nil {
+		t.Fatal(err)
 	}
-	for _, k := range []string{"messaging.destination.name", "messaging.kafka.destination.partition", "messaging.kafka.message.offset"} {
-		if !pubAttrs[k] {
-			t.Errorf("publish span has no %s", k)
-		}
+	if n := len(exp.GetSpans()); n != 0 {
+		t.Errorf("%d spans for a record of an unsampled trace", n)
+	}
+	if len(r.Headers) != 1 || string(r.Headers[0].Value) != unsampled {
+		t.Errorf("headers %v, want the unsampled traceparent passed on", r.Headers)
+	}
+}
+
+// A record that arrives without a trace context starts a new trace at its
+// process span.
+func TestProcessSpanStartsATrace(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	_, span := kafka.ProcessSpan(&kgo.Record{Topic: "hookstream.events.raw", Partition: 3, Offset: 7}, tp.Tracer("test"), "ingest.normalize")
+	span.End()
+	got := exp.GetSpans()
+	if len(got) != 1 || got[0].Parent.IsValid() || !got[0].SpanContext.IsValid() || got[0].SpanKind != trace.SpanKindConsumer {
+		t.Fatalf("spans %v, want one root consumer span", got)
+	}
+}
+
+func keys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// BenchmarkHop measures what tracing adds to one Kafka hop of a sampled
+// record, the hooks called directly (no broker): the publish span with the
+// context written into the record's headers, then, on the consumer's side,
+// the context read back and the process span. Compare sub-benchmarks in
+// the same run: "off" is the no-op provider's pass-through.
+func BenchmarkHop(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		tp   trace.TracerProvider
+	}{
+		{"off", noop.NewTracerProvider()},
+		{"sampled", sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()), sdktrace.WithSampler(sdktrace.AlwaysSample()))},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			prop := propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+			hooks := kafka.NewRecordTracerForBenchmark(tc.tp, prop, "bench")
+			tr := tc.tp.Tracer("bench")
+			ctx, root := tr.Start(context.Background(), "root")
+			defer root.End()
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				r := &kgo.Record{Topic: "hookstream.triggers", Value: []byte("v"), Context: ctx}
+				hooks.OnProduceRecordBuffered(r)
+				hooks.OnProduceRecordUnbuffered(r, nil)
+				in := &kgo.Record{Topic: r.Topic, Headers: r.Headers, Offset: int64(i)}
+				hooks.OnFetchRecordBuffered(in)
+				_, span := kafka.ProcessSpan(in, tr, "dispatcher.deliver")
+				span.End()
+			}
+		})
 	}
 }
 

@@ -10,6 +10,8 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/hookstream/hookstream/pkg/telemetry"
 )
 
 // do sends req (the Sender's own request) through the client. Within a
@@ -28,7 +30,7 @@ func (s *Sender) do(req *http.Request) (*http.Response, error) {
 	if !trace.SpanFromContext(req.Context()).IsRecording() {
 		return s.client.Do(req)
 	}
-	ctx, span := s.tracer.Start(req.Context(), spanName(req.Method), clientKind, trace.WithAttributes(requestAttrs(req)...))
+	ctx, span := s.tracer.Start(req.Context(), spanName(req.Method), clientKind, trace.WithAttributes(appendRequestAttrs(make([]attribute.KeyValue, 0, 3), req)...))
 	defer span.End()
 	req = req.WithContext(ctx)
 	otel.GetTextMapPropagator().Inject(ctx, propagation.HeaderCarrier(req.Header))
@@ -46,7 +48,34 @@ func (s *Sender) do(req *http.Request) (*http.Response, error) {
 	return resp, nil
 }
 
-var clientKind = trace.WithSpanKind(trace.SpanKindClient)
+// doWithin sends req within span, the caller's client span of the attempt
+// (Attempt.Span), which req's context holds: the exchange is recorded on it,
+// with the same attributes as do's span, and its context is the request's
+// traceparent.
+func (s *Sender) doWithin(req *http.Request, span trace.Span) (*http.Response, error) {
+	otel.GetTextMapPropagator().Inject(req.Context(), propagation.HeaderCarrier(req.Header))
+	resp, err := s.client.Do(req)
+	attrs := telemetry.Attrs()
+	*attrs = appendRequestAttrs(*attrs, req)
+	if err != nil {
+		*attrs = append(*attrs, semconv.ErrorTypeKey.String("transport"))
+		telemetry.SetAttrs(span, attrs)
+		span.SetStatus(codes.Error, err.Error())
+		return resp, err
+	}
+	*attrs = append(*attrs, semconv.HTTPResponseStatusCodeKey.Int(resp.StatusCode))
+	if resp.StatusCode >= 400 {
+		*attrs = append(*attrs, semconv.ErrorTypeKey.String(strconv.Itoa(resp.StatusCode)))
+		span.SetStatus(codes.Error, "")
+	}
+	telemetry.SetAttrs(span, attrs)
+	return resp, nil
+}
+
+// ClientKind is the span start option of a client span, for Attempt.Span.
+var ClientKind = trace.WithSpanKind(trace.SpanKindClient)
+
+var clientKind = ClientKind
 
 func spanName(method string) string {
 	switch method {
@@ -60,19 +89,15 @@ func spanName(method string) string {
 	return "HTTP " + method
 }
 
-func requestAttrs(r *http.Request) []attribute.KeyValue {
-	attrs := make([]attribute.KeyValue, 2, 3)
-	attrs[0], attrs[1] = semconv.HTTPRequestMethodKey.String(r.Method), semconv.ServerAddressKey.String(r.URL.Hostname())
-	port := r.URL.Port()
-	switch {
-	case port != "":
-	case r.URL.Scheme == "https":
-		port = "443"
-	default:
-		port = "80"
-	}
-	if n, err := strconv.Atoi(port); err == nil {
-		attrs = append(attrs, semconv.ServerPortKey.Int(n))
+// appendRequestAttrs appends a request's span attributes to attrs.
+func appendRequestAttrs(attrs []attribute.KeyValue, r *http.Request) []attribute.KeyValue {
+	attrs = append(attrs, semconv.HTTPRequestMethodKey.String(r.Method), semconv.ServerAddressKey.String(r.URL.Hostname()))
+	// The port only when the URL names one other than the scheme's
+	// (OpenTelemetry's HTTP conventions): an attribute fewer on most spans.
+	if port := r.URL.Port(); port != "" && !(port == "443" && r.URL.Scheme == "https") && !(port == "80" && r.URL.Scheme == "http") {
+		if n, err := strconv.Atoi(port); err == nil {
+			attrs = append(attrs, semconv.ServerPortKey.Int(n))
+		}
 	}
 	return attrs
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -80,5 +81,58 @@ func TestSendTracesWithinASampledTrace(t *testing.T) {
 		if attrs[k] != v {
 			t.Errorf("attribute %s = %q, want %q (all: %v)", k, attrs[k], v, attrs)
 		}
+	}
+}
+
+// With Attempt.Span, the exchange is recorded on the caller's span of the
+// attempt (no child span): the receiver's traceparent names it, and it
+// gets the HTTP attributes and, for a failing answer, the error status.
+func TestSendRecordsOnTheAttemptsSpan(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	prevProp := otel.GetTextMapPropagator()
+	otel.SetTextMapPropagator(propagation.TraceContext{})
+	t.Cleanup(func() { otel.SetTextMapPropagator(prevProp) })
+
+	var got string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = r.Header.Get("traceparent")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	s := NewSender(true)
+	wh := &manifest.Webhook{Spec: manifest.WebhookSpec{URL: srv.URL + "/hook?token=secret"}}
+	ctx, span := tp.Tracer("test").Start(context.Background(), "dispatcher.deliver", ClientKind)
+	res := s.Send(ctx, wh, Attempt{ID: "msg_1", Timestamp: time.Now(), Request: Request{Body: []byte("{}"), ContentType: "application/json"},
+		Traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", Span: span})
+	span.End()
+	if res.Status != http.StatusServiceUnavailable {
+		t.Fatalf("send: %+v", res)
+	}
+	spans := exp.GetSpans()
+	if len(spans) != 1 {
+		t.Fatalf("spans %v, want the attempt's alone", spans)
+	}
+	sp := spans[0]
+	if want := "00-" + sp.SpanContext.TraceID().String() + "-" + sp.SpanContext.SpanID().String() + "-01"; got != want {
+		t.Errorf("receiver got traceparent %q, want the attempt span's %q", got, want)
+	}
+	attrs := map[string]string{}
+	for _, a := range sp.Attributes {
+		attrs[string(a.Key)] = a.Value.Emit()
+		if strings.Contains(a.Value.Emit(), "secret") {
+			t.Errorf("span attribute %s=%s carries the URL's query", a.Key, a.Value.Emit())
+		}
+	}
+	for k, v := range map[string]string{"http.request.method": "POST", "server.address": "127.0.0.1", "http.response.status_code": "503", "error.type": "503"} {
+		if attrs[k] != v {
+			t.Errorf("attribute %s = %q, want %q (all: %v)", k, attrs[k], v, attrs)
+		}
+	}
+	if attrs["server.port"] == "" {
+		t.Errorf("no server.port for a URL with a port of its own: %v", attrs)
+	}
+	if sp.Status.Code != codes.Error {
+		t.Errorf("status %v, want an error for a 503", sp.Status)
 	}
 }

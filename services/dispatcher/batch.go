@@ -147,6 +147,9 @@ func (b *batcher) flush(ctx context.Context, batches []*openBatch) {
 		for start := 0; start < len(ob.jobs); start += ob.max {
 			members := ob.jobs[start:min(start+ob.max, len(ob.jobs))]
 			j := &job{req: &hookstreamv1.DeliveryRequest{Campaign: ob.campaign, Attempt: 1}, trace: members[0].trace, span: members[0].span}
+			j.req.Triggers = make([]*hookstreamv1.Trigger, 0, len(members))
+			j.acks = make([]ack, 0, len(members))
+			j.done = make([]string, 0, len(members))
 			for _, m := range members {
 				j.req.Triggers = append(j.req.Triggers, m.req.Triggers...)
 				j.acks = append(j.acks, m.acks...)
@@ -179,7 +182,7 @@ func (b *batcher) flush(ctx context.Context, batches []*openBatch) {
 					continue
 				}
 				cmds[i] = claimScript.EvalSha(ctx, p, []string{"", "", rateKey(wh.Metadata.Name)},
-					0, now.UnixMicro(), 0, rateInterval(wh), 0, j.notBefore.UnixMicro())
+					0, now.UnixMicro(), 0, rateInterval(wh), 0, j.notBefore.UnixMicro(), "")
 			}
 		})
 		if err == nil {

@@ -7,15 +7,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hookstream/hookstream/pkg/manifest"
+	"github.com/hookstream/hookstream/pkg/telemetry"
 	"github.com/hookstream/hookstream/pkg/webhook"
 	hookstreamv1 "github.com/hookstream/hookstream/proto/hookstream/v1"
 )
@@ -67,13 +68,16 @@ func (p *sendPath) prepare(ctx context.Context, c *manifest.Campaign, triggers [
 
 // attempt sends one request, with the webhook's timeout capped at
 // MaxTimeout.
-func (p *sendPath) attempt(ctx context.Context, wh *manifest.Webhook, id string, ts time.Time, req webhook.Request, trace string) webhook.Result {
+// span, when it records, is the attempt's client span, on which the HTTP
+// exchange is recorded (see webhook.Attempt.Span); nil makes the sender
+// record it on a child span of ctx's, if that one records.
+func (p *sendPath) attempt(ctx context.Context, wh *manifest.Webhook, id string, ts time.Time, req webhook.Request, traceparent string, span trace.Span) webhook.Result {
 	if m := p.cfg.MaxTimeout; m > 0 && wh.Spec.Timeout > m {
 		capped := *wh
 		capped.Spec.Timeout = m
 		wh = &capped
 	}
-	return p.sender.Send(ctx, wh, webhook.Attempt{ID: id, Timestamp: ts, Request: req, Traceparent: trace})
+	return p.sender.Send(ctx, wh, webhook.Attempt{ID: id, Timestamp: ts, Request: req, Traceparent: traceparent, Span: span})
 }
 
 // deliver makes j's attempt: it reports the outcome to record, the
@@ -96,24 +100,42 @@ func (d *Dispatcher) deliver(j *job) (*outcome, webhook.Result, bool) {
 		j.req.FirstAttemptMs = now.UnixMilli()
 	}
 	// The attempt continues the trigger's trace: a child of its record's
-	// receive span (or of its traceparent); with tracing on, the HTTP
-	// client span under it writes the webhook's traceparent.
+	// publish span (or of its traceparent). Its span is the HTTP client
+	// span of the request too (the exchange is recorded on it, and it is
+	// the webhook's traceparent); linked-content fetches are its children.
 	var parent context.Context
 	if j.span.IsValid() {
 		parent = trace.ContextWithSpanContext(ctx, j.span)
 	} else {
 		parent = traceContext(ctx, j.trace)
 	}
-	// Attributes only for a span that records: building them was a
-	// measurable share of an attempt with tracing off.
-	ctx, span := d.tracer.Start(parent, "dispatcher.deliver")
+	var span trace.Span
+	if sc := trace.SpanContextFromContext(parent); sc.IsValid() && !sc.IsSampled() {
+		// A trace that is not sampled: no span (it would not record);
+		// the webhook gets the trigger's traceparent as it is.
+		ctx, span = parent, trace.SpanFromContext(parent)
+	} else {
+		ctx, span = d.tracer.Start(parent, "dispatcher.deliver", webhook.ClientKind)
+		j.attempt = span.SpanContext()
+	}
 	defer span.End()
+	// Attributes only for a span that records (building them was a
+	// measurable share of an attempt with tracing off), and set at once
+	// when the outcome is known: each call grows the span's attributes.
 	recording := span.IsRecording()
-	if recording {
-		span.SetAttributes(attribute.String("campaign", j.req.Campaign), attribute.String("webhook", wh.Metadata.Name),
+	spanAttrs := func(extra ...attribute.KeyValue) {
+		a := telemetry.Attrs()
+		*a = append(*a, attribute.String("campaign", j.req.Campaign), attribute.String("webhook", wh.Metadata.Name),
 			attribute.String("webhook_id", j.req.WebhookId), attribute.Int("attempt", int(j.req.Attempt)))
+		*a = append(*a, extra...)
+		telemetry.SetAttrs(span, a)
 	}
 	req, err := d.sp.prepare(ctx, c, j.req.Triggers, now)
+	if err != nil && recording {
+		// The reason is in the Delivery record: it may quote the profile.
+		spanAttrs(attribute.String("outcome", "not_sent"))
+		span.SetStatus(codes.Error, "request not prepared")
+	}
 	if errors.Is(err, errLinkedAbort) {
 		return d.suppressed(j, reasonLinkedContent, err.Error()), webhook.Result{}, false
 	}
@@ -126,16 +148,11 @@ func (d *Dispatcher) deliver(j *job) (*outcome, webhook.Result, bool) {
 	if err != nil {
 		return d.failed(j, err.Error(), nil), webhook.Result{}, false
 	}
-	res := d.sp.attempt(ctx, wh, j.req.WebhookId, now, req, j.trace)
+	res := d.sp.attempt(ctx, wh, j.req.WebhookId, now, req, j.trace, span)
 	if recording {
-		outcome := "delivered"
-		switch {
-		case res.Err != nil:
-			outcome = "error"
-		case !res.OK():
-			outcome = "http_" + strconv.Itoa(res.Status)
-		}
-		span.SetAttributes(attribute.String("outcome", outcome), attribute.Int("http_status", res.Status))
+		// The outcome is the sender's http.response.status_code or
+		// error.type, on the same span.
+		spanAttrs()
 	}
 	return d.attempted(j, wh, res, d.now()), res, true
 }

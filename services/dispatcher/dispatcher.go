@@ -52,6 +52,9 @@ type Dispatcher struct {
 	stopping  atomic.Bool
 	// setNXGet is whether Redis takes SET with both NX and GET (7.0 on).
 	setNXGet atomic.Bool
+	// leasePrefix and leaseSeq make the lease tokens (leaseTokens).
+	leasePrefix string
+	leaseSeq    atomic.Uint64
 
 	disabledMu sync.Mutex
 	disabled   map[string]int64 // webhook → generation that answered 410
@@ -88,6 +91,7 @@ func New(cfg Config, kcfg kafka.Config, log *slog.Logger, cat *catalog.Catalog, 
 		disabled:  map[string]int64{},
 		global:    make(chan struct{}, cfg.Concurrency),
 	}
+	d.leasePrefix = newLeasePrefix()
 	for _, o := range opts {
 		o(d)
 	}
@@ -119,7 +123,7 @@ func (d *Dispatcher) starting(ctx context.Context) error {
 	d.tracker = newTracker()
 	var err error
 	d.cl, err = kafka.NewClient(d.kcfg, d.log, "dispatcher",
-		kgo.ConsumerGroup("hookstream-dispatcher"),
+		kgo.ConsumerGroup(d.kcfg.Group("dispatcher")),
 		kgo.ConsumeTopics(d.topics.Triggers, d.topics.DispatchRetry),
 		kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(),
@@ -197,8 +201,25 @@ func (d *Dispatcher) running(ctx context.Context) error {
 	return err
 }
 
+// pollLoop polls and prepares the records' checks; checkLoop runs each
+// polled batch's checks in one Redis round trip while the next batch is
+// polled and prepared, and while the one before is decided (settled): the
+// three stages overlap, and each handles the batches in poll order, one at
+// a time, so that Redis runs the checks in the order of the records.
 func (d *Dispatcher) pollLoop(ctx context.Context) error {
-	backoff := time.Duration(0)
+	// Unbuffered: at most one batch in each stage, so that the poll loop
+	// runs at most two batches ahead of the queues it waits for (room).
+	prepared := make(chan *checkBatch)
+	checked := make(chan *checkBatch)
+	settled := make(chan struct{})
+	go func() { defer close(checked); d.checkLoop(ctx, prepared, checked) }()
+	go func() {
+		defer close(settled)
+		for b := range checked {
+			d.settle(b)
+		}
+	}()
+	defer func() { close(prepared); <-settled }()
 	for {
 		if !d.tracker.waitCapacity(ctx, d.cfg.MaxPending) {
 			return nil
@@ -216,28 +237,44 @@ func (d *Dispatcher) pollLoop(ctx context.Context) error {
 		recs := fetches.Records()
 		if len(recs) > 0 {
 			acks := d.tracker.add(recs)
-			for {
-				err := d.process(ctx, recs, acks)
-				if err == nil {
-					backoff = 0
-					break
-				}
-				backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
-				d.log.Error("processing polled records failed; retrying", "records", len(recs), "err", err, "backoff", backoff)
-				select {
-				case <-ctx.Done():
-					// Left incomplete: not committed, handled again by the
-					// next owner of the partitions.
-					d.cl.AllowRebalance()
-					return nil
-				case <-time.After(backoff):
-				}
-			}
+			// The tokens are kept when the check is retried: Redis may
+			// have taken the leases before the connection failed.
+			// Waits while the batch before is still being checked (Redis
+			// slow or down): the records wait in Kafka.
+			prepared <- d.prepare(recs, acks, d.leaseTokens(len(recs)))
 		}
+		// A rebalance waits (revoked) for the records of revoked
+		// partitions still being checked or sent.
 		d.cl.AllowRebalance()
 		if ctx.Err() != nil {
 			return nil
 		}
+	}
+}
+
+// checkLoop checks prepared batches in order, and hands them on to be
+// settled. A batch whose check fails (Redis unreachable) is checked again,
+// with backoff, before any later one; when ctx ends first, its records and
+// those of the batches after it are left incomplete (not committed:
+// handled again by the next owner of the partitions).
+func (d *Dispatcher) checkLoop(ctx context.Context, prepared <-chan *checkBatch, checked chan<- *checkBatch) {
+	backoff := time.Duration(0)
+	for b := range prepared {
+		err := d.check(ctx, b)
+		for err != nil && ctx.Err() == nil {
+			backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
+			d.log.Error("checking polled records failed; retrying", "records", len(b.items), "err", err, "backoff", backoff)
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+				err = d.check(ctx, b)
+			}
+		}
+		if err != nil {
+			continue
+		}
+		backoff = 0
+		checked <- b
 	}
 }
 

@@ -48,6 +48,35 @@ local function gcra_set(key, tat, now)
 end
 `
 
+// leaseLua leases a dedupe key for one call of a script, identified by its
+// token (leaseTokens: unique per polled record and process). The key holds
+// the token and the answer the call gave, so that when Redis ran the call
+// but its reply was lost and go-redis resent it, the resent call gives the
+// same answer and charges nothing again, instead of finding the lease
+// taken ("leased") and stalling the trigger for the lease's TTL.
+//
+// lease returns nil when the key is free (or holds the token alone: the
+// plain SET NX GET lease of the same call); otherwise the answer to give:
+// duplicate (done), the answer recorded by this call, or leased (another
+// call holds it; the value is its remaining ms). answer takes the lease
+// for ms, recording the answer, and returns it.
+const leaseLua = `
+local function lease(key, tok)
+  local cur = redis.call('GET', key)
+  if not cur or cur == tok then return nil end
+  if cur == 'done' then return {'duplicate', 0} end
+  if string.sub(cur, 1, #tok + 1) == tok .. ' ' then
+    local out, v = string.match(string.sub(cur, #tok + 2), '^(%S+) (%-?%d+)$')
+    if out then return {out, tonumber(v)} end
+  end
+  return {'leased', redis.call('PTTL', key)}
+end
+local function answer(key, tok, ms, out, v)
+  redis.call('SET', key, tok .. ' ' .. out .. ' ' .. string.format('%.0f', v), 'PX', ms)
+  return {out, v}
+end
+`
+
 // admitLua runs the per-trigger checks in the contract's order, in one
 // round trip: lease the trigger id (duplicate or leased elsewhere ends
 // here), control, who.maxUsers, limits.maxPerDay, the frequency cap (an
@@ -59,41 +88,40 @@ end
 // KEYS: dedupe, users, day, freq, throttle, rate
 // ARGV: leaseMs, control, identity, maxUsers, maxPerDay, dayTtlMs,
 // freqCount, freqWindowUs, nowUs, member, quiet (0 no, 1 delay, 2 discard),
-// throttleIntervalUs, rateIntervalUs, throttleMaxDelayUs
+// throttleIntervalUs, rateIntervalUs, throttleMaxDelayUs, token
 //
 // Returns {outcome, value}: ok (value: the time the request may go, Unix
 // µs), quiet (charged; the caller delays it), duplicate, leased (value: the
 // lease's remaining ms), control, max_users, max_per_day, frequency_cap,
 // quiet_hours, throttled.
-var admitScript = redis.NewScript(gcraLua + `
+var admitScript = redis.NewScript(gcraLua + leaseLua + `
 local now = tonumber(ARGV[9])
-if not redis.call('SET', KEYS[1], 'inflight', 'NX', 'PX', ARGV[1]) then
-  if redis.call('GET', KEYS[1]) == 'done' then return {'duplicate', 0} end
-  return {'leased', redis.call('PTTL', KEYS[1])}
-end
-if ARGV[2] == '1' then return {'control', 0} end
+local tok, ms = ARGV[15], ARGV[1]
+local held = lease(KEYS[1], tok)
+if held then return held end
+if ARGV[2] == '1' then return answer(KEYS[1], tok, ms, 'control', 0) end
 local maxUsers = tonumber(ARGV[4])
 local newUser = false
 if maxUsers > 0 and redis.call('SISMEMBER', KEYS[2], ARGV[3]) == 0 then
-  if redis.call('SCARD', KEYS[2]) >= maxUsers then return {'max_users', 0} end
+  if redis.call('SCARD', KEYS[2]) >= maxUsers then return answer(KEYS[1], tok, ms, 'max_users', 0) end
   newUser = true
 end
 local maxPerDay = tonumber(ARGV[5])
-if maxPerDay > 0 and tonumber(redis.call('GET', KEYS[3]) or '0') >= maxPerDay then return {'max_per_day', 0} end
+if maxPerDay > 0 and tonumber(redis.call('GET', KEYS[3]) or '0') >= maxPerDay then return answer(KEYS[1], tok, ms, 'max_per_day', 0) end
 local freqCount = tonumber(ARGV[7])
 local window = tonumber(ARGV[8])
 if freqCount > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - window)
-  if redis.call('ZCARD', KEYS[4]) >= freqCount then return {'frequency_cap', 0} end
+  if redis.call('ZCARD', KEYS[4]) >= freqCount then return answer(KEYS[1], tok, ms, 'frequency_cap', 0) end
 end
-if ARGV[11] == '2' then return {'quiet_hours', 0} end
+if ARGV[11] == '2' then return answer(KEYS[1], tok, ms, 'quiet_hours', 0) end
 local at = now
 local thr, rate
 if ARGV[11] == '0' then
   local ti = tonumber(ARGV[12])
   if ti > 0 then
     at = gcra_at(KEYS[5], now)
-    if at - now > tonumber(ARGV[14]) then return {'throttled', at} end
+    if at - now > tonumber(ARGV[14]) then return answer(KEYS[1], tok, ms, 'throttled', at) end
     thr = at + ti
   end
   local ri = tonumber(ARGV[13])
@@ -113,8 +141,8 @@ if freqCount > 0 then
 end
 if thr then gcra_set(KEYS[5], thr, now) end
 if rate then gcra_set(KEYS[6], rate, now) end
-if ARGV[11] == '1' then return {'quiet', 0} end
-return {'ok', at}
+if ARGV[11] == '1' then return answer(KEYS[1], tok, ms, 'quiet', 0) end
+return answer(KEYS[1], tok, ms, 'ok', at)
 `)
 
 // claimLua is the check of a request fired by the timer service (a retry
@@ -124,19 +152,24 @@ return {'ok', at}
 //
 // KEYS: dedupe, throttle, rate
 // ARGV: leaseMs, nowUs, throttleIntervalUs, rateIntervalUs,
-// throttleMaxDelayUs, notBeforeUs
-var claimScript = redis.NewScript(gcraLua + `
+// throttleMaxDelayUs, notBeforeUs, token
+var claimScript = redis.NewScript(gcraLua + leaseLua + `
 local now = tonumber(ARGV[2])
-if KEYS[1] ~= '' and not redis.call('SET', KEYS[1], 'inflight', 'NX', 'PX', ARGV[1]) then
-  if redis.call('GET', KEYS[1]) == 'done' then return {'duplicate', 0} end
-  return {'leased', redis.call('PTTL', KEYS[1])}
+local key, tok, ms = KEYS[1], ARGV[7], ARGV[1]
+if key ~= '' then
+  local held = lease(key, tok)
+  if held then return held end
+end
+local function give(out, v)
+  if key == '' then return {out, v} end
+  return answer(key, tok, ms, out, v)
 end
 local at = math.max(now, tonumber(ARGV[6]))
 local thr, rate
 local ti = tonumber(ARGV[3])
 if KEYS[2] ~= '' and ti > 0 then
   at = gcra_at(KEYS[2], at)
-  if at - now > tonumber(ARGV[5]) then return {'throttled', at} end
+  if at - now > tonumber(ARGV[5]) then return give('throttled', at) end
   thr = at + ti
 end
 local ri = tonumber(ARGV[4])
@@ -146,7 +179,7 @@ if KEYS[3] ~= '' and ri > 0 then
 end
 if thr then gcra_set(KEYS[2], thr, now) end
 if rate then gcra_set(KEYS[3], rate, now) end
-return {'ok', at}
+return give('ok', at)
 `)
 
 // verdict is a script's answer.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"go.opentelemetry.io/otel"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -12,6 +11,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hookstream/hookstream/pkg/manifest"
@@ -137,8 +139,13 @@ func (f *finisher) markDone() {
 		last := f.closing && f.pending == 0
 		f.mu.Unlock()
 
-		var done []string
-		var acks []ack
+		nd, na := 0, 0
+		for _, o := range group {
+			nd += len(o.done)
+			na += len(o.acks)
+		}
+		done := make([]string, 0, nd)
+		acks := make([]ack, 0, na)
 		for _, o := range group {
 			done = append(done, o.done...)
 			acks = append(acks, o.acks...)
@@ -156,15 +163,16 @@ func (f *finisher) markDone() {
 }
 
 // timerRecord schedules req to come back on {prefix}dispatch.retry at due,
-// through the timer service.
-func (d *Dispatcher) timerRecord(id string, due time.Time, req *hookstreamv1.DeliveryRequest) *kgo.Record {
+// through the timer service. The command carries j's trace, so that the
+// timer's firing and the attempt it brings back stay in it.
+func (d *Dispatcher) timerRecord(j *job, id string, due time.Time, req *hookstreamv1.DeliveryRequest) *kgo.Record {
 	payload, err := proto.Marshal(req)
 	if err != nil {
 		panic(err) // a DeliveryRequest always marshals
 	}
 	v, err := proto.Marshal(&hookstreamv1.TimerCommand{
 		Id: id, DueMs: due.UnixMilli(), DestinationTopic: d.topics.DispatchRetry, DestinationKey: []byte(req.WebhookId),
-		Payload: payload, Owner: "dispatcher", CreatedMs: d.now().UnixMilli(),
+		Payload: payload, Owner: "dispatcher", CreatedMs: d.now().UnixMilli(), TraceContext: timerTrace(j),
 	})
 	if err != nil {
 		panic(err)
@@ -220,7 +228,7 @@ func (d *Dispatcher) suppressed(j *job, reason, detail string) *outcome {
 func (d *Dispatcher) held(j *job, id string, due time.Time, reason string) *outcome {
 	d.m.delayed.Add(context.Background(), int64(len(j.req.Triggers)), d.m.opts("campaign", j.req.Campaign, "reason", reason))
 	d.log.DebugContext(jobCtx(j), "delayed", "campaign", j.req.Campaign, "webhook_id", j.req.WebhookId, "reason", reason, "until", due)
-	return &outcome{recs: []*kgo.Record{d.timerRecord(id, due, j.req)}, done: j.done, acks: j.acks}
+	return &outcome{recs: []*kgo.Record{d.timerRecord(j, id, due, j.req)}, done: j.done, acks: j.acks}
 }
 
 // failed records that j failed for good without (another) attempt: a
@@ -316,7 +324,7 @@ func (d *Dispatcher) attempted(j *job, wh *manifest.Webhook, res webhook.Result,
 	id := "retry:" + j.req.WebhookId + ":" + strconv.FormatInt(j.req.FirstAttemptMs, 10) + ":" + strconv.Itoa(int(next.Attempt))
 	d.log.DebugContext(jobCtx(j), "delivery will be retried", "campaign", j.req.Campaign, "webhook", wh.Metadata.Name, "webhook_id", j.req.WebhookId,
 		"attempt", j.req.Attempt, "err", del.Error, "retry_in", delay)
-	return &outcome{recs: []*kgo.Record{d.deliveryRecord(del), d.timerRecord(id, due, next)}, done: j.done, acks: j.acks}
+	return &outcome{recs: []*kgo.Record{d.deliveryRecord(del), d.timerRecord(j, id, due, next)}, done: j.done, acks: j.acks}
 }
 
 const defaultMaxAge = 6 * time.Hour
@@ -343,6 +351,28 @@ func jobCtx(j *job) context.Context {
 		return context.Background()
 	}
 	return traceContext(context.Background(), j.trace)
+}
+
+// timerTrace is the trace context of a timer command that hands j to the
+// timer service: its last attempt's span (a retry follows the attempt that
+// failed), else the context its trigger came with (a request held before
+// its attempt); nil when j has no trace.
+func timerTrace(j *job) map[string]string {
+	sc := j.attempt
+	if !sc.IsValid() {
+		sc = j.span
+	}
+	if sc.IsValid() {
+		m := propagation.MapCarrier{}
+		otel.GetTextMapPropagator().Inject(trace.ContextWithSpanContext(context.Background(), sc), m)
+		if len(m) > 0 {
+			return m
+		}
+	}
+	if j.trace != "" {
+		return map[string]string{"traceparent": j.trace}
+	}
+	return nil
 }
 
 // traceContext is ctx within the trace of traceparent tp (none if empty).

@@ -29,11 +29,14 @@ type job struct {
 	req       *hookstreamv1.DeliveryRequest
 	notBefore time.Time
 	trace     string
-	// span is the receive span of the record the job came from, whose
-	// child the attempt's span is (invalid: none, the attempt continues
-	// trace).
+	// span is the context of the record the job came from (its publish
+	// span's), whose child the attempt's span is (invalid: none, the
+	// attempt continues trace).
 	span oteltrace.SpanContext
-	acks []ack
+	// attempt is the span of the job's last attempt, once made: a retry
+	// handed to the timer continues from it.
+	attempt oteltrace.SpanContext
+	acks    []ack
 	// done are the Redis dedupe keys this job holds the lease of.
 	done []string
 	// returned is set on a request fired back by a hold (circuit, busy,
@@ -90,6 +93,8 @@ type item struct {
 	fromTriggers bool
 	timerID      string
 	dedupe       string // the fired record's own dedupe key, "" for none
+	key          string // the trigger's dedupe key (stage admit)
+	token        string // the lease's value (leaseTokens)
 	req          *hookstreamv1.DeliveryRequest
 	trace        string
 	span         oteltrace.SpanContext
@@ -113,97 +118,147 @@ func headerValue(r *kgo.Record, key string) string {
 	return ""
 }
 
-func (d *Dispatcher) decode(r *kgo.Record) (*item, error) {
-	it := &item{trace: headerValue(r, "traceparent")}
+// decode reads record r into it (zero).
+func (d *Dispatcher) decode(it *item, r *kgo.Record) error {
+	it.trace = headerValue(r, "traceparent")
 	if r.Context != nil {
 		it.span = oteltrace.SpanContextFromContext(r.Context)
 	}
 	if r.Topic == d.topics.Triggers {
-		var t hookstreamv1.Trigger
-		if err := proto.Unmarshal(r.Value, &t); err != nil {
-			return nil, err
+		// The request, its trigger and its one-element list in one
+		// allocation: they live and die together.
+		a := new(struct {
+			req  hookstreamv1.DeliveryRequest
+			t    hookstreamv1.Trigger
+			list [1]*hookstreamv1.Trigger
+		})
+		t := &a.t
+		if err := proto.Unmarshal(r.Value, t); err != nil {
+			return err
 		}
 		if t.Id == "" || t.Campaign == "" {
-			return nil, fmt.Errorf("trigger without id or campaign")
+			return fmt.Errorf("trigger without id or campaign")
 		}
 		it.fromTriggers = true
 		it.stage = stageAdmit
-		it.req = &hookstreamv1.DeliveryRequest{WebhookId: t.Id, Campaign: t.Campaign, Triggers: []*hookstreamv1.Trigger{&t}, Attempt: 1}
-		return it, nil
+		it.key = keyPrefix + t.Id
+		a.list[0] = t
+		a.req.WebhookId, a.req.Campaign, a.req.Triggers, a.req.Attempt = t.Id, t.Campaign, a.list[:], 1
+		it.req = &a.req
+		return nil
 	}
-	var req hookstreamv1.DeliveryRequest
-	if err := proto.Unmarshal(r.Value, &req); err != nil {
-		return nil, err
+	req := new(hookstreamv1.DeliveryRequest)
+	if err := proto.Unmarshal(r.Value, req); err != nil {
+		return err
 	}
 	if req.WebhookId == "" || req.Campaign == "" || len(req.Triggers) == 0 {
-		return nil, fmt.Errorf("delivery request without id, campaign or triggers")
+		return fmt.Errorf("delivery request without id, campaign or triggers")
 	}
 	if req.Attempt < 1 {
 		req.Attempt = 1
 	}
-	it.req = &req
+	it.req = req
 	it.timerID = headerValue(r, timerIDHeader)
 	it.stage = stageOf(it.timerID)
+	if it.stage == stageAdmit {
+		it.key = keyPrefix + req.Triggers[0].Id
+	}
 	if it.timerID != "" && it.stage != stageAdmit {
 		logical, _, _ := strings.Cut(it.timerID, "~")
 		it.dedupe = timerKeyPrefix + logical
 	}
-	return it, nil
+	return nil
 }
 
-// process runs the checks of one polled batch in a single Redis round trip
-// and hands each record on: a suppression or delay is recorded by the
-// finisher, a request goes to its campaign's batch or its webhook's queue.
-// An error (Redis unreachable) means nothing was handed on; the caller
-// retries.
-func (d *Dispatcher) process(ctx context.Context, recs []*kgo.Record, acks []ack) error {
-	now := d.now()
-	items := make([]*item, 0, len(recs))
-	var skip []ack
+// checkBatch is one polled batch on its way through the checks: decoded
+// and looked up by the poll loop (prepare), checked in a single Redis round
+// trip (check), then settled: each record is handed on, a suppression or
+// delay to the finisher, a request to its campaign's batch or its webhook's
+// queue. See Dispatcher.pollLoop.
+type checkBatch struct {
+	now   time.Time
+	items []item
+	skip  []ack // undecodable records
+	args  scriptArgs
+}
+
+// prepare decodes and looks up polled records. tokens are their lease
+// tokens (leaseTokens), the same when the check is retried.
+func (d *Dispatcher) prepare(recs []*kgo.Record, acks []ack, tokens []string) *checkBatch {
+	b := &checkBatch{now: d.now()}
+	// Items do not outlive the batch (jobs keep what they need): one
+	// allocation for all of them.
+	b.items = make([]item, len(recs))
+	n := 0
+	looked := make(map[string]*campaignLookup, 2)
 	for i, r := range recs {
-		it, err := d.decode(r)
-		if err != nil {
+		it := &b.items[n]
+		if err := d.decode(it, r); err != nil {
+			*it = item{}
 			d.log.Error("skipping undecodable record", "topic", r.Topic, "partition", r.Partition, "offset", r.Offset, "err", err)
-			skip = append(skip, acks[i])
+			b.skip = append(b.skip, acks[i])
 			continue
 		}
 		it.ack = acks[i]
-		d.lookup(it)
-		items = append(items, it)
+		it.token = tokens[i]
+		d.lookup(it, looked)
+		n++
 	}
-	args := d.checkArgs(now)
+	b.items = b.items[:n]
+	b.args = d.checkArgs(b.now)
+	return b
+}
+
+// check runs the batch's checks in one Redis round trip. An error (Redis
+// unreachable) means that the batch must be checked again.
+func (d *Dispatcher) check(ctx context.Context, b *checkBatch) error {
 	_, err := runPipeline(ctx, d.rdb, func(p redis.Pipeliner) {
-		for _, it := range items {
+		b.args.reset(len(b.items))
+		for i := range b.items {
+			it := &b.items[i]
 			it.cmd, it.lease, it.prev, it.setGet = nil, nil, nil, nil
 			if it.missing == "" {
-				d.queueChecks(ctx, p, it, now, args)
+				d.queueChecks(ctx, p, it, b.now, &b.args)
 			}
 		}
 	})
 	if err != nil {
 		return fmt.Errorf("redis checks: %w", err)
 	}
-	d.tracker.complete(skip...)
-	for _, it := range items {
-		d.decide(it, now)
-	}
 	return nil
 }
 
-func (d *Dispatcher) lookup(it *item) {
-	c, ok := d.cat.Campaign(it.req.Campaign)
-	if !ok {
-		it.missing = fmt.Sprintf("campaign %q no longer exists", it.req.Campaign)
-		return
+// settle hands on the records of a checked batch.
+func (d *Dispatcher) settle(b *checkBatch) {
+	d.tracker.complete(b.skip...)
+	for i := range b.items {
+		d.decide(&b.items[i], b.now)
 	}
-	it.c = c
-	wh, ok := d.cat.Webhook(c.Spec.Webhook)
-	if !ok {
-		it.missing = fmt.Sprintf("webhook %q does not exist", c.Spec.Webhook)
-		return
+}
+
+// campaignLookup is what the checks need of a campaign, looked up once per
+// polled batch.
+type campaignLookup struct {
+	c         *manifest.Campaign
+	wh        *manifest.Webhook
+	batchable bool
+	missing   string
+}
+
+func (d *Dispatcher) lookup(it *item, looked map[string]*campaignLookup) {
+	l := looked[it.req.Campaign]
+	if l == nil {
+		l = &campaignLookup{}
+		looked[it.req.Campaign] = l
+		if c, ok := d.cat.Campaign(it.req.Campaign); !ok {
+			l.missing = fmt.Sprintf("campaign %q no longer exists", it.req.Campaign)
+		} else if wh, ok := d.cat.Webhook(c.Spec.Webhook); !ok {
+			l.c, l.missing = c, fmt.Sprintf("webhook %q does not exist", c.Spec.Webhook)
+		} else {
+			l.c, l.wh, l.batchable = c, wh, batchable(c)
+		}
 	}
-	it.wh = wh
-	it.batchable = batchable(c)
+	it.c, it.wh, it.batchable, it.missing = l.c, l.wh, l.batchable, l.missing
 }
 
 // batchable reports whether a campaign's profiles are batched: a batch is
@@ -214,9 +269,11 @@ func batchable(c *manifest.Campaign) bool {
 }
 
 // scriptArgs are the arguments every script call of a polled batch shares,
-// formatted (and boxed) once per batch.
+// formatted (and boxed) once per batch, and the room for the arguments of
+// its plain leases, allocated once per batch rather than per command.
 type scriptArgs struct {
 	nowUs, leaseMs, maxDelay any
+	slab                     []any
 }
 
 func (d *Dispatcher) checkArgs(now time.Time) scriptArgs {
@@ -227,7 +284,32 @@ func (d *Dispatcher) checkArgs(now time.Time) scriptArgs {
 	}
 }
 
-func (d *Dispatcher) queueChecks(ctx context.Context, p redis.Pipeliner, it *item, now time.Time, a scriptArgs) {
+// reset makes room for the arguments of n plain leases (a new slab: the
+// commands of an earlier pipeline may still hold the old one).
+func (a *scriptArgs) reset(n int) { a.slab = make([]any, 0, n*len(setNXGetArgs)) }
+
+// setNXGetArgs is SET key token PX leaseMs NX GET, without key, token and
+// leaseMs.
+var setNXGetArgs = [...]any{"set", nil, nil, "px", nil, "nx", "get"}
+
+// setNXGet is the plain lease of key for token, its arguments cut from the
+// batch's slab; key and token are passed as *string, which go-redis writes
+// like a string and which is boxed without an allocation (they must not
+// change until the pipeline has run).
+func (a *scriptArgs) setNXGet(ctx context.Context, p redis.Pipeliner, key, token *string) *redis.StatusCmd {
+	if cap(a.slab)-len(a.slab) < len(setNXGetArgs) {
+		a.reset(16)
+	}
+	start := len(a.slab)
+	a.slab = append(a.slab, setNXGetArgs[:]...)
+	args := a.slab[start:len(a.slab):len(a.slab)]
+	args[1], args[2], args[4] = key, token, a.leaseMs
+	cmd := redis.NewStatusCmd(ctx, args...)
+	_ = p.Process(ctx, cmd) // queued: the pipeline's Exec reports errors
+	return cmd
+}
+
+func (d *Dispatcher) queueChecks(ctx context.Context, p redis.Pipeliner, it *item, now time.Time, a *scriptArgs) {
 	nowUs, leaseMs, maxDelay := a.nowUs, a.leaseMs, a.maxDelay
 	thr := throttleInterval(it.c)
 	rate := rateInterval(it.wh)
@@ -256,13 +338,12 @@ func (d *Dispatcher) queueChecks(ctx context.Context, p redis.Pipeliner, it *ite
 			// returns the value it found (GET), to tell a duplicate from a
 			// lease held elsewhere; before Redis 7, which cannot combine NX
 			// and GET, a SET NX and a GET.
-			key := keyPrefix + t.Id
 			if d.setNXGet.Load() {
-				it.setGet = p.SetArgs(ctx, key, "inflight", redis.SetArgs{Mode: "NX", Get: true, TTL: d.cfg.LeaseTTL.Std()})
+				it.setGet = a.setNXGet(ctx, p, &it.key, &it.token)
 				return
 			}
-			it.lease = p.SetNX(ctx, key, "inflight", d.cfg.LeaseTTL.Std())
-			it.prev = p.Get(ctx, key)
+			it.lease = p.SetNX(ctx, it.key, it.token, d.cfg.LeaseTTL.Std())
+			it.prev = p.Get(ctx, it.key)
 			return
 		}
 		control := "0"
@@ -270,9 +351,9 @@ func (d *Dispatcher) queueChecks(ctx context.Context, p redis.Pipeliner, it *ite
 			control = "1"
 		}
 		it.cmd = admitScript.EvalSha(ctx, p,
-			[]string{keyPrefix + t.Id, usersKey(t.Campaign), dayKey(t.Campaign, now), freqKey(t.Campaign, t.Identity), throttleKey(t.Campaign), rateKey(it.wh.Metadata.Name)},
+			[]string{it.key, usersKey(t.Campaign), dayKey(t.Campaign, now), freqKey(t.Campaign, t.Identity), throttleKey(t.Campaign), rateKey(it.wh.Metadata.Name)},
 			leaseMs, control, t.Identity, maxUsers, maxPerDay, (48 * time.Hour).Milliseconds(),
-			freqCount, window.Microseconds(), nowUs, t.Id, int(it.quiet.action), thr, rate, maxDelay)
+			freqCount, window.Microseconds(), nowUs, t.Id, int(it.quiet.action), thr, rate, maxDelay, it.token)
 	default:
 		var tk, rk string
 		switch it.stage {
@@ -288,16 +369,21 @@ func (d *Dispatcher) queueChecks(ctx context.Context, p redis.Pipeliner, it *ite
 		if it.dedupe == "" && (thr == 0 || tk == "") && (rate == 0 || rk == "") {
 			return // nothing to check
 		}
-		it.cmd = claimScript.EvalSha(ctx, p, []string{it.dedupe, tk, rk}, leaseMs, nowUs, thr, rate, maxDelay, nowUs)
+		it.cmd = claimScript.EvalSha(ctx, p, []string{it.dedupe, tk, rk}, leaseMs, nowUs, thr, rate, maxDelay, nowUs, it.token)
 	}
 }
 
 // leaseResult reads the plain lease: whether it was taken, and otherwise
-// the value found (done, or inflight when leased elsewhere).
+// the value found (done, or another record's token when leased
+// elsewhere). Finding its own token is taking it: Redis ran the command
+// before and its reply was lost (see dedupe.go).
 func (it *item) leaseResult() (took bool, prev string, err error) {
 	if it.setGet != nil {
 		prev, err = it.setGet.Result()
 		if errors.Is(err, redis.Nil) {
+			return true, "", nil
+		}
+		if err == nil && it.token != "" && prev == it.token {
 			return true, "", nil
 		}
 		return false, prev, err
@@ -305,11 +391,23 @@ func (it *item) leaseResult() (took bool, prev string, err error) {
 	if took, err = it.lease.Result(); err != nil || took {
 		return took, "", err
 	}
-	return false, it.prev.Val(), nil
+	if prev := it.prev.Val(); it.token == "" || prev != it.token {
+		return false, prev, nil
+	}
+	return true, "", nil
 }
 
 func (d *Dispatcher) decide(it *item, now time.Time) {
-	j := &job{req: it.req, trace: it.trace, span: it.span, acks: []ack{it.ack}, notBefore: now, returned: strings.HasPrefix(it.timerID, "hold:")}
+	// The job, its record's ack and its dedupe key (at most one: the
+	// trigger's, or the fired record's own) in one allocation.
+	a := new(struct {
+		j    job
+		acks [1]ack
+		done [1]string
+	})
+	a.acks[0] = it.ack
+	j := &a.j
+	*j = job{req: it.req, trace: it.trace, span: it.span, acks: a.acks[:], done: a.done[:0], notBefore: now, returned: strings.HasPrefix(it.timerID, "hold:")}
 	if it.missing != "" {
 		d.finisher.submit(d.failed(j, it.missing, nil))
 		return
@@ -369,7 +467,7 @@ func (d *Dispatcher) decide(it *item, now time.Time) {
 		return
 	}
 	if tid != "" {
-		j.done = append(j.done, keyPrefix+tid)
+		j.done = append(j.done, it.key)
 	}
 	switch v.outcome {
 	case "ok":

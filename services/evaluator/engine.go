@@ -25,6 +25,7 @@ import (
 	"github.com/hookstream/hookstream/pkg/condition"
 	"github.com/hookstream/hookstream/pkg/kafka"
 	"github.com/hookstream/hookstream/pkg/manifest"
+	"github.com/hookstream/hookstream/pkg/telemetry"
 	hookstreamv1 "github.com/hookstream/hookstream/proto/hookstream/v1"
 )
 
@@ -45,19 +46,29 @@ type output struct {
 //
 // A decision continues the trace of its record. A record without one
 // (tracing is off and the producer sent no trace context, or it was not
-// consumed through the traced client) gets no decision span rather than a
-// trace of its own: with tracing off, that span was allocated for nothing on
-// every trigger and timer.
+// consumed through the traced client), or with one that is not sampled,
+// gets no decision span rather than a trace of its own or a span that does
+// not record: with tracing off, or at 10 % sampling, that span was
+// allocated for nothing on most triggers and timers.
+//
+// The span is the producer span of the one record the decision emits
+// (pkg/kafka's hooks end it when the broker has the record, with where it
+// went, instead of making a publish span under it): the caller does not end
+// it, and produces exactly one record with the returned context.
 func (e *engine) span(out *output, name string) (context.Context, trace.Span) {
 	ctx := out.ctx
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	if !trace.SpanContextFromContext(ctx).IsValid() {
+	if sc := trace.SpanContextFromContext(ctx); !sc.IsValid() || !sc.IsSampled() {
+		// No trace, or one that is not sampled: the outputs carry the
+		// record's context on as it is, no span is made.
 		return ctx, trace.SpanFromContext(ctx)
 	}
-	return e.tracer.Start(ctx, name)
+	return e.tracer.Start(ctx, name, producerKind)
 }
+
+var producerKind = trace.WithSpanKind(trace.SpanKindProducer)
 
 // engine makes the decisions. It holds no per-user state of its own: all of
 // it is in the *user values it is given, so that the runtime can persist and
@@ -404,10 +415,11 @@ func (e *engine) fire(u *user, c *manifest.Campaign, cause string, ev *hookstrea
 	e.m.triggers.Add(context.Background(), 1, e.triggerAttrs(c, tr.TriggerType, tr.Control))
 	ctx, span := e.span(out, "evaluator.trigger")
 	if span.IsRecording() {
-		span.SetAttributes(attribute.String("campaign", c.Metadata.Name), attribute.String("trigger_type", tr.TriggerType),
+		a := telemetry.Attrs()
+		*a = append(*a, attribute.String("campaign", c.Metadata.Name), attribute.String("trigger_type", tr.TriggerType),
 			attribute.String("webhook_id", id), attribute.Bool("control", tr.Control))
+		telemetry.SetAttrs(span, a)
 	}
-	span.End()
 	out.triggers = append(out.triggers, &kgo.Record{Topic: e.topics.Triggers, Key: u.identityKey(), Value: triggerValue(&tr), Context: ctx})
 }
 
@@ -679,10 +691,11 @@ func (e *engine) schedule(u *user, c *manifest.Campaign, key string, p *hookstre
 	id := timerID(name, u.identity, key)
 	ctx, span := e.span(out, "evaluator.schedule_timer")
 	if span.IsRecording() {
-		span.SetAttributes(attribute.String("campaign", name), attribute.String("trigger_type", triggerType(c)),
+		a := telemetry.Attrs()
+		*a = append(*a, attribute.String("campaign", name), attribute.String("trigger_type", triggerType(c)),
 			attribute.String("timer_id", string(id)), attribute.Int64("due_ms", p.DueMs))
+		telemetry.SetAttrs(span, a)
 	}
-	span.End()
 	// The propagators (W3C trace context and baggage) write nothing
 	// without a span context or baggage; the map is not made for nothing.
 	var carrier propagation.MapCarrier

@@ -97,7 +97,7 @@ func (e *Evaluator) Service() *service.Service {
 				return err
 			}
 			e.cons, err = kafka.NewConsumer(e.kcfg, e.log, "evaluator", kafka.ConsumerConfig{
-				Group: "hookstream-evaluator", Topics: []string{e.topics.Events}, InstanceID: e.cfg.InstanceID,
+				Group: e.kcfg.Group("evaluator"), Topics: []string{e.topics.Events}, InstanceID: e.cfg.InstanceID,
 			}, e.handle, kgo.AdjustFetchOffsetsFn(e.restore))
 			return err
 		},
@@ -405,8 +405,9 @@ func (e *Evaluator) evaluate(ctx context.Context, recs []*kgo.Record) (*batch, [
 		if err != nil {
 			return fail(err)
 		}
-		// Decisions continue the record's receive span; a span is made
-		// only for what emits something (evaluator.trigger, .schedule_timer).
+		// Decisions continue the record's trace (children of its publish
+		// span); a span is made only for what emits something
+		// (evaluator.trigger, .schedule_timer): they are the process spans.
 		b.out.ctx = r.Context
 		err = e.eng.apply(u, &ev, &b.out)
 		if err == nil && u.err != nil {

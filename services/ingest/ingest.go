@@ -54,6 +54,7 @@ type Ingest struct {
 
 	accepted, rejected metric.Int64Counter
 	tracer             oteltrace.Tracer
+	traced             bool // tracing is on: records get an ingest.normalize span
 
 	// mem is the memory of the consumer's batches (see handle).
 	mem batchMem
@@ -64,7 +65,7 @@ func New(cfg Config, kcfg kafka.Config, log *slog.Logger, meter metric.Meter) (*
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	i := &Ingest{cfg: cfg, kcfg: kcfg, topics: kcfg.Topics(), log: log.With("component", "ingest"), norm: normalize.New(cfg.limits(), time.Now), tracer: kafka.Tracer("ingest")}
+	i := &Ingest{cfg: cfg, kcfg: kcfg, topics: kcfg.Topics(), log: log.With("component", "ingest"), norm: normalize.New(cfg.limits(), time.Now), tracer: kafka.Tracer("ingest"), traced: kafka.Tracing()}
 	var err error
 	if i.accepted, err = meter.Int64Counter("hookstream_ingest_accepted_total", metric.WithDescription("Records normalised onto the events topic, by source and format.")); err != nil {
 		return nil, err
@@ -83,7 +84,7 @@ func (i *Ingest) Service() *service.Service {
 		func(ctx context.Context) error {
 			var err error
 			i.cons, err = kafka.NewConsumer(i.kcfg, i.log, "ingest", kafka.ConsumerConfig{
-				Group: "hookstream-ingest", Topics: []string{i.topics.EventsRaw},
+				Group: i.kcfg.Group("ingest"), Topics: []string{i.topics.EventsRaw},
 			}, i.handle)
 			if err != nil {
 				return err
@@ -211,15 +212,16 @@ func (i *Ingest) normalizeChunk(c *chunk, recs []*kgo.Record, now time.Time) {
 	scratch, flats := &c.scratch, c.flats[:0]
 	var accepted [3]int64 // native, segment, clevertap: counted here, not in a map per record
 	for _, r := range recs {
-		// With tracing on and the record sampled, outputs continue an
-		// ingest.normalize span through their Context (the Kafka hooks write
-		// their traceparent). Otherwise the input's trace headers are passed
-		// on as they are, at no cost.
+		// With tracing on, outputs continue an ingest.normalize span
+		// through their Context (the Kafka hooks write their traceparent):
+		// the producer's trace, or a new one that the sampler decides on.
+		// With tracing off, the input's trace headers are passed on as they
+		// are, at no cost.
 		var trace []kgo.RecordHeader // shared by every output of r
 		var span oteltrace.Span
-		ctx := r.Context
-		if ctx != nil && oteltrace.SpanContextFromContext(ctx).IsSampled() {
-			ctx, span = i.tracer.Start(ctx, "ingest.normalize", oteltrace.WithAttributes(attribute.String("source", "kafka")))
+		var ctx context.Context
+		if i.traced {
+			ctx, span = kafka.ProcessSpan(r, i.tracer, "ingest.normalize", sourceKafka)
 		} else if len(r.Headers) > 0 {
 			trace = traceHeaders(r.Headers)
 		}
@@ -263,6 +265,8 @@ func (i *Ingest) normalizeChunk(c *chunk, recs []*kgo.Record, now time.Time) {
 	}
 	c.flats = flats[:0]
 }
+
+var sourceKafka = attribute.String("source", "kafka")
 
 // counts are a batch's accepted records by format and rejected ones by
 // error code, added to the metrics once the batch is stored.
