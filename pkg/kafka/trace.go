@@ -15,7 +15,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
-	"github.com/hookstream/hookstream/pkg/telemetry"
+	"github.com/hookstream/hookstream/pkg/telemetry/spanattr"
 )
 
 // ProcessSpan starts the span of processing a consumed record: a consumer
@@ -37,10 +37,10 @@ func ProcessSpan(r *kgo.Record, tracer trace.Tracer, name string, attrs ...attri
 	}
 	ctx, span := tracer.Start(ctx, name, consumerKind)
 	if span.IsRecording() {
-		a := telemetry.Attrs()
+		a := spanattr.Get()
 		*a = append(*a, attrKafka, attrSource.String(r.Topic), attrSrcPartition.Int(int(r.Partition)), attrOffset.Int64(r.Offset))
 		*a = append(*a, attrs...)
-		telemetry.SetAttrs(span, a)
+		spanattr.Set(span, a)
 	}
 	return ctx, span
 }
@@ -188,12 +188,12 @@ func (t *recordTracer) OnProduceRecordUnbuffered(r *kgo.Record, err error) {
 		return
 	}
 	s := t.spans(r.Topic)
-	a := telemetry.Attrs()
+	a := spanattr.Get()
 	*a = append(*a, attrKafka, s.destination, attrDestPartition.Int(int(r.Partition)), attrOffset.Int64(r.Offset))
 	if ro, ok := span.(sdktrace.ReadOnlySpan); ok && ro.InstrumentationScope().Name == tracerName {
 		*a = append(*a, t.clientID)
 	}
-	telemetry.SetAttrs(span, a)
+	spanattr.Set(span, a)
 	if err != nil {
 		span.SetStatus(codes.Error, err.Error())
 	}

@@ -11,7 +11,7 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.37.0"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/hookstream/hookstream/pkg/telemetry"
+	"github.com/hookstream/hookstream/pkg/telemetry/spanattr"
 )
 
 // do sends req (the Sender's own request) through the client. Within a
@@ -55,11 +55,11 @@ func (s *Sender) do(req *http.Request) (*http.Response, error) {
 func (s *Sender) doWithin(req *http.Request, span trace.Span) (*http.Response, error) {
 	otel.GetTextMapPropagator().Inject(req.Context(), propagation.HeaderCarrier(req.Header))
 	resp, err := s.client.Do(req)
-	attrs := telemetry.Attrs()
+	attrs := spanattr.Get()
 	*attrs = appendRequestAttrs(*attrs, req)
 	if err != nil {
 		*attrs = append(*attrs, semconv.ErrorTypeKey.String("transport"))
-		telemetry.SetAttrs(span, attrs)
+		spanattr.Set(span, attrs)
 		span.SetStatus(codes.Error, err.Error())
 		return resp, err
 	}
@@ -68,7 +68,7 @@ func (s *Sender) doWithin(req *http.Request, span trace.Span) (*http.Response, e
 		*attrs = append(*attrs, semconv.ErrorTypeKey.String(strconv.Itoa(resp.StatusCode)))
 		span.SetStatus(codes.Error, "")
 	}
-	telemetry.SetAttrs(span, attrs)
+	spanattr.Set(span, attrs)
 	return resp, nil
 }
 

@@ -16,7 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hookstream/hookstream/pkg/manifest"
-	"github.com/hookstream/hookstream/pkg/telemetry"
+	"github.com/hookstream/hookstream/pkg/telemetry/spanattr"
 	"github.com/hookstream/hookstream/pkg/webhook"
 	hookstreamv1 "github.com/hookstream/hookstream/proto/hookstream/v1"
 )
@@ -124,11 +124,11 @@ func (d *Dispatcher) deliver(j *job) (*outcome, webhook.Result, bool) {
 	// when the outcome is known: each call grows the span's attributes.
 	recording := span.IsRecording()
 	spanAttrs := func(extra ...attribute.KeyValue) {
-		a := telemetry.Attrs()
+		a := spanattr.Get()
 		*a = append(*a, attribute.String("campaign", j.req.Campaign), attribute.String("webhook", wh.Metadata.Name),
 			attribute.String("webhook_id", j.req.WebhookId), attribute.Int("attempt", int(j.req.Attempt)))
 		*a = append(*a, extra...)
-		telemetry.SetAttrs(span, a)
+		spanattr.Set(span, a)
 	}
 	req, err := d.sp.prepare(ctx, c, j.req.Triggers, now)
 	if err != nil && recording {

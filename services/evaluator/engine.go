@@ -25,7 +25,7 @@ import (
 	"github.com/hookstream/hookstream/pkg/condition"
 	"github.com/hookstream/hookstream/pkg/kafka"
 	"github.com/hookstream/hookstream/pkg/manifest"
-	"github.com/hookstream/hookstream/pkg/telemetry"
+	"github.com/hookstream/hookstream/pkg/telemetry/spanattr"
 	hookstreamv1 "github.com/hookstream/hookstream/proto/hookstream/v1"
 )
 
@@ -415,10 +415,10 @@ func (e *engine) fire(u *user, c *manifest.Campaign, cause string, ev *hookstrea
 	e.m.triggers.Add(context.Background(), 1, e.triggerAttrs(c, tr.TriggerType, tr.Control))
 	ctx, span := e.span(out, "evaluator.trigger")
 	if span.IsRecording() {
-		a := telemetry.Attrs()
+		a := spanattr.Get()
 		*a = append(*a, attribute.String("campaign", c.Metadata.Name), attribute.String("trigger_type", tr.TriggerType),
 			attribute.String("webhook_id", id), attribute.Bool("control", tr.Control))
-		telemetry.SetAttrs(span, a)
+		spanattr.Set(span, a)
 	}
 	out.triggers = append(out.triggers, &kgo.Record{Topic: e.topics.Triggers, Key: u.identityKey(), Value: triggerValue(&tr), Context: ctx})
 }
@@ -691,10 +691,10 @@ func (e *engine) schedule(u *user, c *manifest.Campaign, key string, p *hookstre
 	id := timerID(name, u.identity, key)
 	ctx, span := e.span(out, "evaluator.schedule_timer")
 	if span.IsRecording() {
-		a := telemetry.Attrs()
+		a := spanattr.Get()
 		*a = append(*a, attribute.String("campaign", name), attribute.String("trigger_type", triggerType(c)),
 			attribute.String("timer_id", string(id)), attribute.Int64("due_ms", p.DueMs))
-		telemetry.SetAttrs(span, a)
+		spanattr.Set(span, a)
 	}
 	// The propagators (W3C trace context and baggage) write nothing
 	// without a span context or baggage; the map is not made for nothing.

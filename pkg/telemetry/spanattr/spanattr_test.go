@@ -1,4 +1,4 @@
-package telemetry
+package spanattr
 
 import (
 	"context"
@@ -9,20 +9,20 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 )
 
-// SetAttrs sets what the pooled list holds on the span, and a list taken
+// Set sets what the pooled list holds on the span, and a list taken
 // from the pool afterwards starts empty: no attribute leaks into another
 // span.
-func TestSetAttrs(t *testing.T) {
+func TestSet(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
 	for i, want := range []string{"a", "b"} {
 		_, span := tp.Tracer("t").Start(context.Background(), "s")
-		a := Attrs()
+		a := Get()
 		if len(*a) != 0 {
 			t.Fatalf("span %d: list from the pool holds %v", i, *a)
 		}
 		*a = append(*a, attribute.String("campaign", want), attribute.Int("attempt", i))
-		SetAttrs(span, a)
+		Set(span, a)
 		span.End()
 		got := exp.GetSpans()[i].Attributes
 		if len(got) != 2 || got[0].Value.AsString() != want || got[1].Value.AsInt64() != int64(i) {
