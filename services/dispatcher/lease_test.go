@@ -361,3 +361,32 @@ func (p *dropProxy) serve(c net.Conn) {
 	u.Close()
 	<-replies
 }
+
+// A pipeline whose scripts Redis has lost (restarted, or wiped) has them
+// loaded and runs again, even when an earlier command's reply is nil (a
+// SET NX GET that took a free key): the nil must not hide the NOSCRIPT
+// errors behind it, which failed every such delivery to the DLQ.
+func TestScriptsReloadedBehindANilReply(t *testing.T) {
+	for _, b := range redistest.Backends {
+		t.Run(string(b), func(t *testing.T) {
+			rdb := redisconn.Open(redisconn.Config{Addr: redistest.Start(t, b)})
+			defer rdb.Close()
+			ctx := context.Background()
+			if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+				t.Fatal(err)
+			}
+			var claim *redis.Cmd
+			runs := 0
+			if _, err := runPipeline(ctx, rdb, func(p redis.Pipeliner) {
+				runs++
+				p.SetArgs(ctx, "free", "inflight:a.1", redis.SetArgs{Mode: "NX", Get: true, TTL: time.Minute})
+				claim = claimScript.EvalSha(ctx, p, []string{"leased", "", ""}, 60000, time.Now().UnixMicro(), 0, 0, 0, 0, "inflight:a.2")
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if v, err := parseVerdict(claim); err != nil || v.outcome != "ok" {
+				t.Errorf("claim after the scripts were lost: %+v, %v (pipeline run %d times); want ok", v, err, runs)
+			}
+		})
+	}
+}

@@ -250,29 +250,42 @@ func isNoScript(err error) bool {
 }
 
 // runPipeline builds and executes a pipeline. When Redis has lost the
-// scripts (restarted or flushed), it loads them and runs it again. A
-// connection error is returned (the caller retries); an error reply to one
-// command (a script error) is left on that command for the caller.
+// scripts (restarted or flushed), it loads them and runs it again (the
+// commands are safe to repeat: leases carry their call's token). A
+// connection error, or scripts still missing after the reload, is returned
+// (the caller retries); an error reply to one command (a script error) is
+// left on that command for the caller.
+//
+// Every command's error is looked at for NOSCRIPT, not only the first
+// error Exec reports: a nil reply earlier in the pipeline (a SET NX GET
+// that took a free key) would hide the NOSCRIPT of the scripts behind it,
+// and those deliveries would fail.
 func runPipeline(ctx context.Context, rdb *redis.Client, build func(redis.Pipeliner)) ([]redis.Cmder, error) {
 	for attempt := 0; ; attempt++ {
 		pipe := rdb.Pipeline()
 		build(pipe)
 		cmds, err := pipe.Exec(ctx)
+		var noScript error
+		for _, c := range cmds {
+			if isNoScript(c.Err()) {
+				noScript = c.Err()
+				break
+			}
+		}
+		if noScript != nil {
+			if attempt == 0 {
+				if lerr := loadScripts(ctx, rdb); lerr != nil {
+					return nil, lerr
+				}
+				continue
+			}
+			return cmds, fmt.Errorf("scripts missing after loading them: %w", noScript)
+		}
 		if err == nil || errors.Is(err, redis.Nil) {
 			return cmds, nil
 		}
-		noScript := false
-		for _, c := range cmds {
-			noScript = noScript || isNoScript(c.Err())
-		}
-		if noScript && attempt == 0 {
-			if lerr := loadScripts(ctx, rdb); lerr != nil {
-				return nil, lerr
-			}
-			continue
-		}
 		var reply redis.Error
-		if errors.As(err, &reply) && !noScript {
+		if errors.As(err, &reply) {
 			return cmds, nil
 		}
 		return cmds, err
