@@ -13,8 +13,6 @@ import (
 	"github.com/twmb/franz-go/plugin/kotel"
 	"github.com/twmb/franz-go/plugin/kslog"
 	"go.opentelemetry.io/otel"
-
-	"github.com/hookstream/hookstream/pkg/duration"
 )
 
 // NewClient returns a franz-go client for cfg with the given extra options
@@ -50,7 +48,7 @@ func newClient(cfg Config, log *slog.Logger, component string, traced bool, opts
 		kgo.RecordDeliveryTimeout(2 * time.Minute),
 		kgo.ProduceRequestTimeout(30 * time.Second),
 	}
-	base = append(base, groupTimeouts(cfg, cfg.SessionTimeout)...)
+	base = append(base, groupTimeouts(cfg)...)
 	tc, err := cfg.tlsConfig()
 	if err != nil {
 		return nil, err
@@ -85,14 +83,14 @@ func newClient(cfg Config, log *slog.Logger, component string, traced bool, opts
 	return cl, nil
 }
 
-// groupTimeouts returns the consumer-group options of cfg with the given
-// session timeout. Group options are inert on a client that joins no group.
-// Unset (zero) values keep franz-go's defaults, so that a Config made
-// without RegisterFlags still works.
-func groupTimeouts(cfg Config, session duration.Duration) []kgo.Opt {
+// groupTimeouts returns the consumer-group options of cfg. Group options
+// are inert on a client that joins no group. Unset (zero) values keep
+// franz-go's defaults, so that a Config made without RegisterFlags still
+// works.
+func groupTimeouts(cfg Config) []kgo.Opt {
 	var opts []kgo.Opt
-	if session > 0 {
-		opts = append(opts, kgo.SessionTimeout(session.Std()))
+	if cfg.SessionTimeout > 0 {
+		opts = append(opts, kgo.SessionTimeout(cfg.SessionTimeout.Std()))
 	}
 	if cfg.HeartbeatInterval > 0 {
 		opts = append(opts, kgo.HeartbeatInterval(cfg.HeartbeatInterval.Std()))

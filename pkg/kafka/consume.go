@@ -116,7 +116,9 @@ func NewConsumer(cfg Config, log *slog.Logger, component string, cc ConsumerConf
 	}
 	if cc.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(cc.InstanceID))
-		opts = append(opts, groupTimeouts(cfg, cfg.StaticSessionTimeout)...)
+		if t := cfg.StaticSessionTimeout; t > 0 { // overrides newClient's SessionTimeout
+			opts = append(opts, kgo.SessionTimeout(t.Std()))
+		}
 	}
 	cl, err := newClient(cfg, log, component, !cc.Untraced, append(opts, extra...)...)
 	if err != nil {

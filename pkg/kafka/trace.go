@@ -141,19 +141,14 @@ func (t *recordTracer) OnProduceRecordBuffered(r *kgo.Record) {
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	// The context is passed on as it is, with no publish span, within a
+	// trace that is not sampled (a publish span would not record either:
+	// the samplers follow the parent's decision), and when the caller's
+	// span is this record's producer span (the span of the decision that
+	// emits it), which is then the record's publish span, ended by
+	// OnProduceRecordUnbuffered: a span fewer per record on the hot path.
 	span := trace.SpanFromContext(ctx)
-	if sc := span.SpanContext(); sc.IsValid() && !sc.IsSampled() {
-		// Within a trace that is not sampled: a publish span would not
-		// record either (the samplers follow the parent's decision), so
-		// the context is passed on as it is.
-		t.prop.Inject(ctx, kotel.NewRecordCarrier(r))
-		return
-	}
-	if isProducerSpan(span) {
-		// The caller's span is this record's producer span (the span of
-		// the decision that emits it): it is the record's publish span,
-		// ended by OnProduceRecordUnbuffered, rather than the parent of
-		// one. A span fewer per record on the hot path.
+	if sc := span.SpanContext(); sc.IsValid() && !sc.IsSampled() || isProducerSpan(span) {
 		t.prop.Inject(ctx, kotel.NewRecordCarrier(r))
 		return
 	}

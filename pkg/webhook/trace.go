@@ -30,28 +30,15 @@ func (s *Sender) do(req *http.Request) (*http.Response, error) {
 	if !trace.SpanFromContext(req.Context()).IsRecording() {
 		return s.client.Do(req)
 	}
-	ctx, span := s.tracer.Start(req.Context(), spanName(req.Method), clientKind, trace.WithAttributes(appendRequestAttrs(make([]attribute.KeyValue, 0, 3), req)...))
+	ctx, span := s.tracer.Start(req.Context(), spanName(req.Method), ClientKind)
 	defer span.End()
-	req = req.WithContext(ctx)
-	otel.GetTextMapPropagator().Inject(ctx, propagation.HeaderCarrier(req.Header))
-	resp, err := s.client.Do(req)
-	if err != nil {
-		span.SetAttributes(semconv.ErrorTypeKey.String("transport"))
-		span.SetStatus(codes.Error, err.Error())
-		return resp, err
-	}
-	span.SetAttributes(semconv.HTTPResponseStatusCodeKey.Int(resp.StatusCode))
-	if resp.StatusCode >= 400 {
-		span.SetAttributes(semconv.ErrorTypeKey.String(strconv.Itoa(resp.StatusCode)))
-		span.SetStatus(codes.Error, "")
-	}
-	return resp, nil
+	return s.doWithin(req.WithContext(ctx), span)
 }
 
-// doWithin sends req within span, the caller's client span of the attempt
-// (Attempt.Span), which req's context holds: the exchange is recorded on it,
-// with the same attributes as do's span, and its context is the request's
-// traceparent.
+// doWithin sends req within span, a client span that req's context holds
+// (do's own, or the caller's: Attempt.Span): the exchange is recorded on it,
+// in one SetAttributes call once the answer is in, and its context is the
+// request's traceparent.
 func (s *Sender) doWithin(req *http.Request, span trace.Span) (*http.Response, error) {
 	otel.GetTextMapPropagator().Inject(req.Context(), propagation.HeaderCarrier(req.Header))
 	resp, err := s.client.Do(req)
@@ -74,8 +61,6 @@ func (s *Sender) doWithin(req *http.Request, span trace.Span) (*http.Response, e
 
 // ClientKind is the span start option of a client span, for Attempt.Span.
 var ClientKind = trace.WithSpanKind(trace.SpanKindClient)
-
-var clientKind = ClientKind
 
 func spanName(method string) string {
 	switch method {
