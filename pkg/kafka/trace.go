@@ -3,6 +3,7 @@ package kafka
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/plugin/kotel"
@@ -31,14 +32,54 @@ import (
 // polled. A record's trace gets a span in a consumer only where the
 // consumer does something with it, which is the process span.
 func ProcessSpan(r *kgo.Record, tracer trace.Tracer, name string, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	return ProcessSpanSince(r, tracer, name, time.Time{}, attrs...)
+}
+
+// ProcessSpanSince is ProcessSpan for processing that began at start (now
+// when start is zero).
+func ProcessSpanSince(r *kgo.Record, tracer trace.Tracer, name string, start time.Time, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
 	ctx := r.Context
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	ctx, span := tracer.Start(ctx, name, consumerKind)
+	opts := [2]trace.SpanStartOption{consumerKind}
+	o := opts[:1]
+	if !start.IsZero() {
+		o = append(o, trace.WithTimestamp(start))
+	}
+	ctx, span := tracer.Start(ctx, name, o...)
 	if span.IsRecording() {
 		a := spanattr.Get()
 		*a = append(*a, attrKafka, attrSource.String(r.Topic), attrSrcPartition.Int(int(r.Partition)), attrOffset.Int64(r.Offset))
+		*a = append(*a, attrs...)
+		spanattr.Set(span, a)
+	}
+	return ctx, span
+}
+
+// ProcessAndPublishSpan starts the span of processing a consumed record r
+// that emits exactly one record: a producer span, the child of r's publish
+// span (or the root of a new trace), that is also the emitted record's
+// publish span. Produce that record with the returned context as its
+// Context: the Kafka hook then makes no publish span of its own, and ends
+// this one when the broker has the record, with where it went
+// (messaging.destination.name, messaging.kafka.destination.partition,
+// messaging.kafka.message.offset). Where r was is recorded as
+// messaging.source.name, messaging.kafka.source.partition and
+// hookstream.source.offset. start is when the processing began (a stage
+// that knows only afterwards how many records it emits starts the span
+// then). One span per record instead of two (process, then publish) on the
+// hot path; a record that leads to several, or none, gets ProcessSpan and
+// its outputs their own publish spans.
+func ProcessAndPublishSpan(r *kgo.Record, tracer trace.Tracer, name string, start time.Time, attrs ...attribute.KeyValue) (context.Context, trace.Span) {
+	ctx := r.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, span := tracer.Start(ctx, name, producerKind, trace.WithTimestamp(start))
+	if span.IsRecording() {
+		a := spanattr.Get()
+		*a = append(*a, attrSource.String(r.Topic), attrSrcPartition.Int(int(r.Partition)), attrSrcOffset.Int64(r.Offset))
 		*a = append(*a, attrs...)
 		spanattr.Set(span, a)
 	}
@@ -71,6 +112,10 @@ const (
 	attrSrcPartition  = attribute.Key("messaging.kafka.source.partition")
 	attrOffset        = attribute.Key("messaging.kafka.message.offset")
 	attrClientID      = attribute.Key("messaging.kafka.client_id")
+	// attrSrcOffset is the consumed record's offset on a span that also
+	// publishes (ProcessAndPublishSpan), where messaging.kafka.message.offset
+	// is the produced record's.
+	attrSrcOffset = attribute.Key("hookstream.source.offset")
 )
 
 var attrKafka = attrSystem.String("kafka")

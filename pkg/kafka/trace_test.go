@@ -8,6 +8,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -171,6 +172,50 @@ func TestProducerSpansAndUnsampledTraces(t *testing.T) {
 	}
 	if len(r.Headers) != 1 || string(r.Headers[0].Value) != unsampled {
 		t.Errorf("headers %v, want the unsampled traceparent passed on", r.Headers)
+	}
+}
+
+// A consumed record that becomes one produced record gets one span, the
+// child of the consumed record's publish span, that is also the produced
+// record's publish span: it starts when the processing began, says where
+// the input was and where the output went, and ends when the broker has
+// the output.
+func TestProcessAndPublishSpan(t *testing.T) {
+	exp, tp, _, prod := tracedProducer(t, sdktrace.ParentBased(sdktrace.AlwaysSample()))
+	if err := kafka.EnsureTopics(context.Background(), prod, -1, []kafka.TopicSpec{{Name: "out", Partitions: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	upstream, producer := tp.Tracer("test").Start(context.Background(), "producer")
+	in := &kgo.Record{Topic: "raw", Partition: 2, Offset: 41, Context: upstream}
+	start := time.Now().Add(-time.Second)
+	ctx, _ := kafka.ProcessAndPublishSpan(in, tp.Tracer("test"), "ingest.normalize", start, attribute.String("source", "kafka"))
+	if err := kafka.ProduceSync(context.Background(), prod, &kgo.Record{Topic: "out", Value: []byte("v"), Context: ctx}); err != nil {
+		t.Fatal(err)
+	}
+	producer.End()
+	var got []tracetest.SpanStub
+	for _, s := range exp.GetSpans() {
+		if s.Name != "producer" {
+			got = append(got, s)
+		}
+	}
+	if len(got) != 1 || got[0].Name != "ingest.normalize" {
+		t.Fatalf("spans %v, want ingest.normalize alone (no out publish span), ended by the hooks", got)
+	}
+	s := got[0]
+	if s.SpanKind != trace.SpanKindProducer || s.Parent.SpanID() != producer.SpanContext().SpanID() || !s.StartTime.Equal(start) {
+		t.Errorf("kind %s, parent %s (want %s), start %s (want %s)", s.SpanKind, s.Parent.SpanID(), producer.SpanContext().SpanID(), s.StartTime, start)
+	}
+	attrs := map[string]string{}
+	for _, a := range s.Attributes {
+		attrs[string(a.Key)] = a.Value.Emit()
+	}
+	want := map[string]string{"source": "kafka", "messaging.source.name": "raw", "messaging.kafka.source.partition": "2", "hookstream.source.offset": "41",
+		"messaging.destination.name": "out", "messaging.kafka.destination.partition": "0", "messaging.kafka.message.offset": "0"}
+	for k, v := range want {
+		if attrs[k] != v {
+			t.Errorf("%s = %q, want %q (attributes %v)", k, attrs[k], v, attrs)
+		}
 	}
 }
 

@@ -218,10 +218,9 @@ func (i *Ingest) normalizeChunk(c *chunk, recs []*kgo.Record, now time.Time) {
 		// With tracing off, the input's trace headers are passed on as they
 		// are, at no cost.
 		var trace []kgo.RecordHeader // shared by every output of r
-		var span oteltrace.Span
-		var ctx context.Context
+		var start time.Time
 		if i.traced {
-			ctx, span = kafka.ProcessSpan(r, i.tracer, "ingest.normalize", sourceKafka)
+			start = time.Now()
 		} else if len(r.Headers) > 0 {
 			trace = traceHeaders(r.Headers)
 		}
@@ -250,11 +249,8 @@ func (i *Ingest) normalizeChunk(c *chunk, recs []*kgo.Record, now time.Time) {
 			c.out = append(c.out, out)
 		}
 		scratch.Reset() // the events are encoded: nothing points into it
-		if span != nil {
-			for _, o := range c.out[first:] {
-				o.Context = ctx
-			}
-			span.End()
+		if i.traced {
+			i.traceOutputs(r, start, c.out[first:])
 		}
 	}
 	c.counts.acceptN(normalize.FormatNative, accepted[0])
@@ -267,6 +263,25 @@ func (i *Ingest) normalizeChunk(c *chunk, recs []*kgo.Record, now time.Time) {
 }
 
 var sourceKafka = attribute.String("source", "kafka")
+
+// traceOutputs gives the outputs of raw record r, normalised since start,
+// the context of its ingest.normalize span. A record that becomes one
+// output (an event, or a dead letter), nearly every one, gets a producer
+// span that is also that output's publish span, ended by the Kafka hook
+// when the broker has it: one span per event. A record that becomes several
+// (a CleverTap upload) or none gets a consumer span, ended here, and each
+// output its own publish span.
+func (i *Ingest) traceOutputs(r *kgo.Record, start time.Time, outs []*kgo.Record) {
+	if len(outs) == 1 {
+		outs[0].Context, _ = kafka.ProcessAndPublishSpan(r, i.tracer, "ingest.normalize", start, sourceKafka)
+		return
+	}
+	ctx, span := kafka.ProcessSpanSince(r, i.tracer, "ingest.normalize", start, sourceKafka)
+	for _, o := range outs {
+		o.Context = ctx
+	}
+	span.End()
+}
 
 // counts are a batch's accepted records by format and rejected ones by
 // error code, added to the metrics once the batch is stored.

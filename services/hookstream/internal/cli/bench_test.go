@@ -153,6 +153,20 @@ func BenchmarkPipelineTracing(b *testing.B) {
 		{"100%", telemetry.TracingOptions{Exporter: &countingExporter{}, Sampler: sdktrace.AlwaysSample()}},
 		{"10%", telemetry.TracingOptions{Exporter: &countingExporter{}, Sampler: sdktrace.ParentBased(sdktrace.TraceIDRatioBased(0.1))}},
 	}
+	// HOOKSTREAM_BENCH_TRACING=off|100%|10% runs one configuration alone
+	// (to profile it: -cpuprofile).
+	if only := os.Getenv("HOOKSTREAM_BENCH_TRACING"); only != "" {
+		k := slices.IndexFunc(configs, func(c struct {
+			name    string
+			tracing telemetry.TracingOptions
+		}) bool {
+			return c.name == only
+		})
+		if k < 0 {
+			b.Fatalf("HOOKSTREAM_BENCH_TRACING=%s: want off, 100%% or 10%%", only)
+		}
+		configs = configs[k : k+1]
+	}
 	rates := make([][]float64, len(configs))
 	cpus := make([][]float64, len(configs))
 	overheads := make([][]float64, len(configs))
