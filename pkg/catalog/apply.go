@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/hookstream/hookstream/pkg/kafka"
@@ -46,14 +47,27 @@ type Writer struct {
 // Apply validates objs against the catalog and, unless dryRun, writes the
 // ones that changed. Each changed object gets the next generation; a campaign
 // keeps the targetId it was first given.
+//
+// The catalog is first brought up to the topic's end, so that what is
+// compared and the generations given follow every apply already written,
+// by any process. Two processes applying the same object at the same moment
+// can still both write the same next generation: the catalog then gives
+// the later record the generation after (see Catalog.apply), and Apply
+// writes that record again with it, so that the topic's latest version
+// carries its own generation, after compaction too. The changes returned
+// report the generations the catalog gave.
 func (w *Writer) Apply(ctx context.Context, objs []manifest.Object, dryRun bool) ([]Change, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if err := w.catchUp(ctx); err != nil {
+		return nil, err
+	}
 	if probs := manifest.Validate(objs, w.Cat.Exists); len(probs) > 0 {
 		return nil, probs
 	}
 	var changes []Change
 	var recs []*kgo.Record
+	byKey := map[string]writtenObj{}
 	for _, o := range objs {
 		manifest.ApplyDefaults(o)
 		key := manifest.Key(o)
@@ -87,12 +101,84 @@ func (w *Writer) Apply(ctx context.Context, objs []manifest.Object, dryRun bool)
 			return nil, fmt.Errorf("encode %s: %w", key, err)
 		}
 		recs = append(recs, &kgo.Record{Topic: w.Topic, Key: []byte(key), Value: value})
+		byKey[key] = writtenObj{obj: o, change: len(changes)}
 		changes = append(changes, ch)
 	}
 	if dryRun || len(recs) == 0 {
 		return changes, nil
 	}
-	return changes, w.write(ctx, recs)
+	for round := 0; ; round++ {
+		if err := w.write(ctx, recs); err != nil {
+			return changes, err
+		}
+		var err error
+		if recs, err = w.renumbered(recs, byKey, changes); err != nil || len(recs) == 0 {
+			return changes, err
+		}
+		if round == maxRewrites {
+			return changes, fmt.Errorf("%d objects still share a generation with a concurrent apply after %d rewrites", len(recs), round)
+		}
+	}
+}
+
+// maxRewrites bounds how often Apply writes a record again because a
+// concurrent apply took its generation.
+const maxRewrites = 5
+
+// writtenObj is an object Apply wrote, and the index of its change.
+type writtenObj struct {
+	obj    manifest.Object
+	change int
+}
+
+// renumbered looks up, in the catalog that has read them back, the
+// generations given to recs (just written). It updates the changes, and
+// returns the records to write again: those that are still their object's
+// latest version and were given a generation other than the one they carry
+// (a concurrent apply had written it).
+func (w *Writer) renumbered(recs []*kgo.Record, objs map[string]writtenObj, changes []Change) ([]*kgo.Record, error) {
+	var again []*kgo.Record
+	for _, r := range recs {
+		wr := objs[string(r.Key)]
+		md := wr.obj.GetMetadata()
+		gen, ok := w.Cat.generationAt(r.Offset)
+		if !ok || gen == md.Generation {
+			continue
+		}
+		changes[wr.change].Generation = gen
+		if last, ok := w.Cat.lastWrite(string(r.Key)); !ok || last != r.Offset {
+			continue // a later apply has replaced it: that one is the latest
+		}
+		md.Generation = gen
+		value, err := json.Marshal(wr.obj)
+		if err != nil {
+			return nil, fmt.Errorf("encode %s: %w", r.Key, err)
+		}
+		again = append(again, &kgo.Record{Topic: w.Topic, Key: r.Key, Value: value})
+	}
+	return again, nil
+}
+
+// catchUp waits until the catalog has read the campaigns topic up to its
+// end. A writer without a client (dry runs) uses the catalog as it is.
+func (w *Writer) catchUp(ctx context.Context) error {
+	if w.Client == nil {
+		return nil
+	}
+	ends, err := kadm.NewClient(w.Client).ListEndOffsets(ctx, w.Topic)
+	if err != nil {
+		return fmt.Errorf("campaigns topic end offset: %w", err)
+	}
+	end, ok := ends.Lookup(w.Topic, 0)
+	if !ok || end.Err != nil {
+		return fmt.Errorf("campaigns topic %s: partition 0: %v", w.Topic, end.Err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := w.Cat.WaitVersion(wctx, end.Offset); err != nil {
+		return fmt.Errorf("this process has not read the campaigns topic up to its end (%d): %w", end.Offset, err)
+	}
+	return nil
 }
 
 // Delete writes a tombstone for kind/name. It reports false when the object
@@ -119,6 +205,13 @@ func (w *Writer) write(ctx context.Context, recs []*kgo.Record) error {
 		return fmt.Errorf("written, but this process has not read it back yet: %w", err)
 	}
 	return nil
+}
+
+// sameVersion reports whether two objects are the same version: the same
+// spec (sameSpec); objects that cannot be compared are not.
+func sameVersion(a, b manifest.Object) bool {
+	same, err := sameSpec(a, b)
+	return err == nil && same
 }
 
 // sameSpec compares two objects ignoring what the server sets.

@@ -17,14 +17,28 @@ import (
 type Catalog struct {
 	mu      sync.RWMutex
 	objs    map[string]manifest.Object
-	version int64 // offset of the next record to apply on the campaigns topic
+	gens    map[string]keyGen // by key, while the object exists
+	written map[int64]int64   // offset → generation given, for the last recentWrites records
+	version int64             // offset of the next record to apply on the campaigns topic
 	changed chan struct{}
 	log     *slog.Logger
 }
 
+// keyGen is what the catalog knows of an object's generations: the highest
+// it has given since the object was (re)created, and the offset of the
+// record that set the current version.
+type keyGen struct {
+	top    int64
+	offset int64
+}
+
+// recentWrites bounds Catalog.written: a writer looks up the records it has
+// just written, within seconds.
+const recentWrites = 4096
+
 // New returns an empty catalog.
 func New(log *slog.Logger) *Catalog {
-	return &Catalog{objs: map[string]manifest.Object{}, changed: make(chan struct{}), log: log}
+	return &Catalog{objs: map[string]manifest.Object{}, gens: map[string]keyGen{}, written: map[int64]int64{}, changed: make(chan struct{}), log: log}
 }
 
 // Get returns the object of that kind and name.
@@ -118,15 +132,29 @@ func (c *Catalog) WaitVersion(ctx context.Context, v int64) error {
 }
 
 // apply applies one record of the campaigns topic: a value puts the object,
-// a nil value (tombstone) deletes it. Records that do not decode are logged
-// and skipped, never fatal: the topic is shared with other writers.
+// a nil value (tombstone) deletes it. Records that do not decode, or whose
+// key is not their object's kind/name, are logged and skipped, never fatal:
+// the topic is shared with other writers.
+//
+// Generations: a record normally carries the next generation of its object.
+// Two writers that applied at the same time (two ingest replicas) can both
+// have written the same one; the catalog then gives the later record, when
+// its spec differs, the next generation after the highest it has given, so
+// that every version of an object has a generation of its own, and every
+// process, reading the same records in the same order, agrees. (The writer
+// of such a record writes it again with that generation, so that the
+// topic's latest record carries it after compaction too: see Writer.Apply.)
 func (c *Catalog) apply(key, value []byte, offset int64) {
 	var obj manifest.Object
 	if value != nil {
 		var err error
 		obj, err = manifest.Decode(value)
-		if err != nil {
+		switch {
+		case err != nil:
 			c.log.Error("skipping undecodable campaigns record", "key", string(key), "offset", offset, "err", err)
+		case manifest.Key(obj) != string(key):
+			c.log.Error("skipping campaigns record whose key is not its object's kind/name", "key", string(key), "object", manifest.Key(obj), "offset", offset)
+			obj = nil
 		}
 	}
 	c.mu.Lock()
@@ -134,14 +162,48 @@ func (c *Catalog) apply(key, value []byte, offset int64) {
 	switch {
 	case value == nil:
 		delete(c.objs, string(key))
+		delete(c.gens, string(key))
 	case obj != nil:
-		c.objs[string(key)] = obj
+		k := string(key)
+		md := obj.GetMetadata()
+		g, seen := c.gens[k]
+		if seen && md.Generation <= g.top {
+			if prev := c.objs[k]; prev != nil && sameVersion(prev, obj) {
+				md.Generation = prev.GetMetadata().Generation
+			} else {
+				md.Generation = g.top + 1
+			}
+		}
+		c.gens[k] = keyGen{top: max(g.top, md.Generation), offset: offset}
+		c.objs[k] = obj
+		if len(c.written) >= recentWrites {
+			clear(c.written)
+		}
+		c.written[offset] = md.Generation
 	}
 	if offset+1 > c.version {
 		c.version = offset + 1
 	}
 	close(c.changed)
 	c.changed = make(chan struct{})
+}
+
+// lastWrite reports the offset of the record that set the current version
+// of the object at key.
+func (c *Catalog) lastWrite(key string) (int64, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	g, ok := c.gens[key]
+	return g.offset, ok
+}
+
+// generationAt reports the generation the catalog gave the record at
+// offset, if it applied it recently.
+func (c *Catalog) generationAt(offset int64) (int64, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	g, ok := c.written[offset]
+	return g, ok
 }
 
 // markCaughtUp sets the version when the topic holds nothing more to read.

@@ -362,7 +362,11 @@ func TestConcurrentAppliesLastWriteWins(t *testing.T) {
 	if err := b.cat.WaitVersion(ctx, a.cat.Version()); err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		gens = map[string]int64{} // promo code → generation its apply reported
+	)
 	for _, p := range []struct {
 		proc *process
 		name string
@@ -376,10 +380,14 @@ func TestConcurrentAppliesLastWriteWins(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				if _, err := p.proc.writer.Apply(context.Background(), objs, false); err != nil {
+				changes, err := p.proc.writer.Apply(context.Background(), objs, false)
+				if err != nil {
 					t.Error(err)
 					return
 				}
+				mu.Lock()
+				gens[fmt.Sprintf("%s%d", p.name, i)] = changes[0].Generation
+				mu.Unlock()
 			}
 		}()
 	}
@@ -396,8 +404,105 @@ func TestConcurrentAppliesLastWriteWins(t *testing.T) {
 	if view(t, a.cat) != view(t, b.cat) {
 		t.Fatal("the two processes disagree after concurrent applies")
 	}
-	if c, _ := a.cat.Campaign("race"); c.Metadata.Generation < 2 {
-		t.Fatalf("generation %d after 20 applies", c.Metadata.Generation)
+	// Every version has a generation of its own: no two of the 20 applies
+	// (each a different spec) were told the same generation, and every
+	// process, and one started now from the topic, gives the last version
+	// the generation its latest record on the topic carries.
+	for promo, gen := range gens {
+		for other, g := range gens {
+			if promo != other && gen == g {
+				t.Errorf("applies of %s and %s were both given generation %d", promo, other, gen)
+			}
+		}
+	}
+	if len(gens) != 20 {
+		t.Errorf("%d applies reported, want 20", len(gens))
+	}
+	fresh := startProcess(t, cfg)
+	top := lastGeneration(t, cfg, "Campaign/race")
+	for _, p := range []*process{a, b, fresh} {
+		if c, _ := p.cat.Campaign("race"); c.Metadata.Generation != top || c.Metadata.Generation < 20 {
+			t.Errorf("a process gives the last version generation %d; the topic's last record carries %d (want >= 20)", c.Metadata.Generation, top)
+		}
+	}
+	if g := gens[promo(a.cat, "race")]; g != top {
+		t.Errorf("the last version's apply was told generation %d, the topic carries %d", g, top)
+	}
+}
+
+// lastGeneration reads the generation of the last record for key on the
+// topic.
+func lastGeneration(t *testing.T, cfg kafka.Config, key string) int64 {
+	t.Helper()
+	var value []byte
+	for _, r := range readTopic(t, cfg) {
+		if string(r.Key) == key {
+			value = r.Value
+		}
+	}
+	o, err := manifest.Decode(value)
+	if err != nil {
+		t.Fatalf("last %s record: %v", key, err)
+	}
+	return o.GetMetadata().Generation
+}
+
+// Records that two writers wrote with the same generation (two ingest
+// replicas applying at once) are told apart in every process: the later
+// one, when its spec differs, gets the next generation after the highest
+// given, and a record that only repeats the current version keeps its
+// generation. A record whose key is not its object's kind/name (written by
+// something else) is skipped.
+func TestCollidingGenerationsToldApart(t *testing.T) {
+	cfg := newCluster(t)
+	a := startProcess(t, cfg)
+	cl, err := kafka.NewClient(cfg, quiet(), "raw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	record := func(key, doc string, gen int64) *kgo.Record {
+		o := parse(t, doc)[0]
+		o.GetMetadata().Generation = gen
+		v, err := json.Marshal(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &kgo.Record{Topic: cfg.Topics().Campaigns, Key: []byte(key), Value: v}
+	}
+	steps := []struct {
+		rec     *kgo.Record
+		promo   string
+		wantGen int64
+	}{
+		{record("Webhook/crm", webhook, 1), "", 0},
+		{record("Campaign/race", campaign("race", "A"), 1), "A", 1},
+		{record("Campaign/race", campaign("race", "B"), 2), "B", 2},
+		{record("Campaign/race", campaign("race", "C"), 2), "C", 3}, // B's writer's twin
+		{record("Campaign/race", campaign("race", "C"), 3), "C", 3}, // its writer's rewrite
+		{record("Campaign/race", campaign("race", "D"), 1), "D", 4}, // a writer far behind
+		{record("Campaign/race", webhook, 9), "D", 4},               // foreign: skipped
+	}
+	for _, st := range steps {
+		if err := kafka.ProduceSync(context.Background(), cl, st.rec); err != nil {
+			t.Fatal(err)
+		}
+		if st.promo == "" {
+			continue
+		}
+		if !within(5*time.Second, func() bool { return a.cat.Version() > st.rec.Offset }) {
+			t.Fatalf("record at %d not applied", st.rec.Offset)
+		}
+		c, ok := a.cat.Campaign("race")
+		if !ok || promo(a.cat, "race") != st.promo || c.Metadata.Generation != st.wantGen {
+			t.Fatalf("after the record at offset %d: %q generation %d, want %q generation %d", st.rec.Offset, promo(a.cat, "race"), c.Metadata.Generation, st.promo, st.wantGen)
+		}
+	}
+	if _, ok := a.cat.Webhook("crm"); !ok {
+		t.Fatal("the webhook is gone")
+	}
+	if got, want := view(t, startProcess(t, cfg).cat), view(t, a.cat); got != want {
+		t.Fatalf("a process started now disagrees:\n got %s\nwant %s", got, want)
 	}
 }
 

@@ -6,6 +6,9 @@ package ingest
 import (
 	"errors"
 	"flag"
+	"fmt"
+	"net"
+	"strings"
 	"time"
 
 	"github.com/hookstream/hookstream/pkg/duration"
@@ -33,6 +36,9 @@ type Config struct {
 	// /v1/apply, GET|DELETE /v1/{kind}...). Empty: no authentication (only
 	// sensible on loopback, as `hookstream dev` does).
 	AdminTokens flagvalue.Strings `yaml:"admin_tokens"`
+	// AllowUnauthenticated lets the API serve without tokens on an address
+	// beyond loopback (a test installation); see CheckAuth.
+	AllowUnauthenticated bool `yaml:"allow_unauthenticated"`
 }
 
 // RegisterFlags registers the flags under prefix "ingest.".
@@ -46,6 +52,40 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxBodyBytes, "ingest.max-body-bytes", 10<<20, "Largest POST /v1/events body (after gzip).")
 	fs.Var(&c.Tokens, "ingest.tokens", "Comma-separated bearer tokens for POST /v1/events (empty: no auth).")
 	fs.Var(&c.AdminTokens, "ingest.admin-tokens", "Comma-separated bearer tokens for the admin API: apply, get, delete, pause, resume (empty: no auth).")
+	fs.BoolVar(&c.AllowUnauthenticated, "ingest.allow-unauthenticated", false, "Serve the API without tokens on an address beyond loopback (a test installation only).")
+}
+
+// CheckAuth refuses an API without tokens (ingest.tokens or
+// ingest.admin_tokens empty) that listens beyond loopback: anyone who
+// reaches it could send events, or change and delete campaigns. Loopback
+// (`hookstream dev`, a sidecar) is allowed, as is anything with
+// AllowUnauthenticated.
+func (c *Config) CheckAuth(listen string) error {
+	if c.AllowUnauthenticated || len(c.Tokens) > 0 && len(c.AdminTokens) > 0 || Loopback(listen) {
+		return nil
+	}
+	var missing []string
+	if len(c.Tokens) == 0 {
+		missing = append(missing, "ingest.tokens")
+	}
+	if len(c.AdminTokens) == 0 {
+		missing = append(missing, "ingest.admin_tokens")
+	}
+	return fmt.Errorf("%s empty and the API listens on %q, beyond loopback: anyone who reaches it could send events or change campaigns; set the tokens (or ingest.allow_unauthenticated: true for a test installation)", strings.Join(missing, " and "), listen)
+}
+
+// Loopback reports whether a listen address (host:port) accepts loopback
+// connections only.
+func Loopback(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // Validate reports configuration that cannot work.

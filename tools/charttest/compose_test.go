@@ -78,9 +78,6 @@ func TestComposeFile(t *testing.T) {
 // TestComposeCommands runs each service's command line through the real binary's
 // -config.verify, so that a renamed flag breaks this test rather than the compose file.
 func TestComposeCommands(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the hookstream binary")
-	}
 	bin := hookstream(t)
 	for name, s := range readCompose(t) {
 		if len(s.Command) == 0 || s.Command[0] != "serve" {

@@ -46,9 +46,6 @@ func hookstream(t *testing.T) string {
 // with the pod's environment (Secret values replaced by placeholders), under -config.verify:
 // the config must pass the strict loader, and each pod must get its target and instance id.
 func TestConfigVerify(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the hookstream binary")
-	}
 	for name, file := range ciValues(t) {
 		t.Run(name, func(t *testing.T) {
 			objs := decode(t, file)

@@ -35,6 +35,8 @@ ${NAME} references that the process expands from its environment at start.
 {{- $_ := set $ingest "tokens" (printf "${%s:-}" (include "hookstream.env.ingestTokens" .)) }}
 {{- $_ := set $ingest "admin_tokens" (printf "${%s:-}" (include "hookstream.env.adminTokens" .)) }}
 {{- end }}
+{{- /* Without tokens, ingest refuses to serve beyond loopback unless told to. */}}
+{{- if $v.auth.allowUnauthenticated }}{{ $_ := set $ingest "allow_unauthenticated" true }}{{ end }}
 {{- $server := dict "listen_address" ":8080" }}
 {{- if $v.pprof.enabled }}{{ $_ := set $server "pprof" true }}{{ end }}
 {{- $cfg := dict

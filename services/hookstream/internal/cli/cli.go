@@ -122,6 +122,9 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	if err := cfg.CheckAuth(); err != nil {
+		return err
+	}
 	if loaded.Verify {
 		out, _ := yaml.Marshal(redacted(cfg))
 		fmt.Fprintf(stdout, "# configuration is valid\n%s", out)

@@ -16,6 +16,7 @@ import (
 	"github.com/hookstream/hookstream/pkg/redisconn"
 	"github.com/hookstream/hookstream/services/hookstream/internal/process"
 	"github.com/hookstream/hookstream/services/hookstream/internal/receiver"
+	"github.com/hookstream/hookstream/services/ingest"
 )
 
 // devHooks let other commands (demo) run dev in-process.
@@ -53,6 +54,7 @@ func dev(args []string, stdout, stderr io.Writer, hooks devHooks) error {
 		listen    = fs.String("listen", "127.0.0.1:8080", "HTTP address of the API, the dev receiver, /healthz, /readyz and /metrics.")
 		logLevel  = fs.String("log.level", "info", "debug, info, warn or error.")
 		logFormat = fs.String("log.format", "text", "text or json.")
+		openAPI   = fs.Bool("allow-unauthenticated", false, "Allow a --listen address beyond loopback: dev's API has no tokens, so anyone who reaches it can send events and change campaigns.")
 	)
 	fs.Var(&files, "f", "Manifest file or directory to apply at start (repeatable).")
 	if err := fs.Parse(args); err != nil {
@@ -68,10 +70,18 @@ func dev(args []string, stdout, stderr io.Writer, hooks devHooks) error {
 	cfg.Target = process.ModAll
 	cfg.Log.Level, cfg.Log.Format = *logLevel, *logFormat
 	cfg.Server.ListenAddress = *listen
+	cfg.Ingest.AllowUnauthenticated = *openAPI
 	cfg.Dispatcher.AllowPrivateNetworks = true // the dev receiver is on loopback
 	cfg.Dispatcher.SecretDirs = []string{"/"}  // the user's own machine: secret files anywhere
 	if err := cfg.Validate(); err != nil {
 		return err
+	}
+	if err := cfg.CheckAuth(); err != nil {
+		return fmt.Errorf("--listen %s: dev's API has no tokens and is meant for loopback (pass --allow-unauthenticated to open it anyway, or run `hookstream serve` with tokens): %w", *listen, err)
+	}
+	apiNote := "no tokens: loopback only"
+	if !ingest.Loopback(*listen) {
+		apiNote = "no tokens: OPEN to anyone who reaches it (--allow-unauthenticated)"
 	}
 	log := cfg.Log.Logger()
 
@@ -135,12 +145,12 @@ func dev(args []string, stdout, stderr io.Writer, hooks devHooks) error {
 	fmt.Fprintf(stdout, `Hookstream %s, all services in one process
   send events:  Kafka %s, topic %s   (kcat -b %s -t %s -P)
                 or POST http://%s/v1/events
-  API:          http://%s   (no tokens: open on loopback only)
+  API:          http://%s   (%s)
   receiver:     http://%s/dev/receiver   (webhooks sent there are logged)
   redis:        %s
   state:        %s
   stop:         Ctrl-C or SIGTERM (in-flight work finishes; a second signal exits at once)
-`, version(), broker.Addr(), cfg.Kafka.Topics().EventsRaw, broker.Addr(), cfg.Kafka.Topics().EventsRaw, *listen, *listen, *listen, redisNote, stateNote)
+`, version(), broker.Addr(), cfg.Kafka.Topics().EventsRaw, broker.Addr(), cfg.Kafka.Topics().EventsRaw, *listen, *listen, apiNote, *listen, redisNote, stateNote)
 	if f, ok := stdout.(*os.File); ok {
 		_ = f.Sync()
 	}

@@ -79,6 +79,17 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// CheckAuth refuses, for a target that serves the API (ingest, all), an
+// API without tokens beyond loopback (ingest.Config.CheckAuth). It is not
+// part of Validate: a configuration file shared by every target is valid
+// for the others without the tokens only ingest pods are given.
+func (c *Config) CheckAuth() error {
+	if c.Target != ModIngest && c.Target != ModAll {
+		return nil
+	}
+	return c.Ingest.CheckAuth(c.Server.ListenAddress)
+}
+
 func (l LogConfig) level() (slog.Level, error) {
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(strings.ToLower(l.Level))); err != nil {

@@ -98,6 +98,9 @@ func (p *Process) register() {
 		return stats.NewAggregator(cfg.Kafka, redisconn.Open(cfg.Redis), p.Log).Service(), nil
 	}})
 	p.modules.Register(app.Module{Name: ModIngest, Target: true, Deps: []string{ModServer, ModTopics, ModApply, ModStats}, Init: func() (*service.Service, error) {
+		if err := cfg.CheckAuth(); err != nil {
+			return nil, err
+		}
 		in, err := ingest.New(cfg.Ingest, cfg.Kafka, p.Log, p.Metrics.Meter(ModIngest))
 		if err != nil {
 			return nil, err
