@@ -68,6 +68,8 @@ func (w *Writer) Apply(ctx context.Context, objs []manifest.Object, dryRun bool)
 	var changes []Change
 	var recs []*kgo.Record
 	byKey := map[string]writtenObj{}
+	taken := map[int64]string{} // targetIds given in this apply
+
 	for _, o := range objs {
 		manifest.ApplyDefaults(o)
 		key := manifest.Key(o)
@@ -89,12 +91,17 @@ func (w *Writer) Apply(ctx context.Context, objs []manifest.Object, dryRun bool)
 		}
 		md.Generation = ch.Generation
 		if c, ok := o.(*manifest.Campaign); ok {
-			c.Status = &manifest.CampaignState{TargetID: TargetID(md.Name)}
+			var id int64
 			if exists {
 				if prev := cur.(*manifest.Campaign).Status; prev != nil {
-					c.Status.TargetID = prev.TargetID
+					id = prev.TargetID
 				}
 			}
+			if id == 0 {
+				id = w.freeTargetID(md.Name, taken)
+			}
+			taken[id] = md.Name
+			c.Status = &manifest.CampaignState{TargetID: id}
 		}
 		value, err := json.Marshal(o)
 		if err != nil {
@@ -242,8 +249,36 @@ func sameSpec(a, b manifest.Object) (bool, error) {
 	return bytes.Equal(x, y), nil
 }
 
-// TargetID is the stable positive targetId of a campaign, derived from its
-// name so that every process and every re-creation agrees on it.
+// freeTargetID is the targetId of a new campaign: TargetID(name), unless
+// another campaign has it (the hash of two names can collide), then that of
+// "name#1", "name#2", ... The id is written with the campaign, so every
+// process agrees on it whatever the order of creation.
+func (w *Writer) freeTargetID(name string, taken map[int64]string) int64 {
+	inUse := map[int64]string{}
+	for _, c := range w.Cat.Campaigns() {
+		if c.Status != nil && c.Metadata.Name != name {
+			inUse[c.Status.TargetID] = c.Metadata.Name
+		}
+	}
+	for i := 0; ; i++ {
+		candidate := name
+		if i > 0 {
+			candidate = fmt.Sprintf("%s#%d", name, i)
+		}
+		id := TargetID(candidate)
+		if other, ok := inUse[id]; ok && other != name {
+			continue
+		}
+		if other, ok := taken[id]; ok && other != name {
+			continue
+		}
+		return id
+	}
+}
+
+// TargetID is the positive targetId a campaign is first given, derived from
+// its name so that a re-created campaign gets the same one (unless another
+// campaign has taken it since: see freeTargetID).
 func TargetID(name string) int64 {
 	h := fnv.New32a()
 	h.Write([]byte(name))

@@ -430,6 +430,44 @@ func TestConcurrentAppliesLastWriteWins(t *testing.T) {
 	}
 }
 
+// Two campaigns whose names hash to the same targetId get different ones,
+// whether created in one apply or one after the other: the first keeps the
+// hash of its name, the second the hash of "name#1".
+func TestTargetIDsDoNotCollide(t *testing.T) {
+	const x, y = "c-287019", "c-470000" // FNV-32a of both is 564837831
+	if catalog.TargetID(x) != catalog.TargetID(y) {
+		t.Fatal("the names no longer collide: pick another pair")
+	}
+	cfg := newCluster(t)
+	p := startProcess(t, cfg)
+	p.apply(t, webhook+"---\n"+campaign(x, "A"), false)
+	p.apply(t, campaign(y, "A"), false)
+	p.apply(t, campaign("solo-1", "A")+"---\n"+campaign("solo-2", "A"), false)
+	id := func(name string) int64 {
+		c, ok := p.cat.Campaign(name)
+		if !ok || c.Status == nil {
+			t.Fatalf("campaign %s missing", name)
+		}
+		return c.Status.TargetID
+	}
+	if id(x) != catalog.TargetID(x) || id(y) != catalog.TargetID(y+"#1") {
+		t.Fatalf("targetIds %d and %d, want %d and %d", id(x), id(y), catalog.TargetID(x), catalog.TargetID(y+"#1"))
+	}
+	p.apply(t, campaign(y, "B"), false)
+	if id(y) != catalog.TargetID(y+"#1") {
+		t.Fatalf("targetId of %s changed on edit to %d", y, id(y))
+	}
+
+	// Both new in one apply.
+	q := startProcess(t, newCluster(t))
+	q.apply(t, webhook+"---\n"+campaign(y, "A")+"---\n"+campaign(x, "A"), false)
+	cx, _ := q.cat.Campaign(x)
+	cy, _ := q.cat.Campaign(y)
+	if cx.Status.TargetID == cy.Status.TargetID {
+		t.Fatalf("both campaigns of one apply got targetId %d", cx.Status.TargetID)
+	}
+}
+
 // lastGeneration reads the generation of the last record for key on the
 // topic.
 func lastGeneration(t *testing.T, cfg kafka.Config, key string) int64 {
