@@ -35,17 +35,25 @@ func RunManager(ctx context.Context, log *slog.Logger, server *Server, mgr *serv
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
+	// The first signal, or the caller's cancel, begins the graceful stop;
+	// a signal during it exits at once. The goroutine ends with RunManager.
+	done := make(chan struct{})
+	defer close(done)
 	go func() {
 		select {
 		case s := <-sigs:
 			log.Info("shutting down: finishing in-flight work and committing offsets; signal again to exit at once", "signal", s.String())
 			cancel()
 		case <-ctx.Done():
+		case <-done:
 			return
 		}
-		s := <-sigs
-		log.Error("second signal: exiting now without draining", "signal", s.String())
-		os.Exit(1)
+		select {
+		case s := <-sigs:
+			log.Error("second signal: exiting now without draining", "signal", s.String())
+			os.Exit(1)
+		case <-done:
+		}
 	}()
 	return mgr.Run(ctx)
 }

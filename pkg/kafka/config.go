@@ -74,19 +74,30 @@ type Config struct {
 	SASL SASLConfig `yaml:"sasl"`
 }
 
-// TLSConfig enables TLS to the brokers.
+// TLSConfig enables TLS to the brokers. The other fields take effect only
+// with Enabled: setting any of them without it is a validation error rather
+// than a plaintext connection the operator did not mean. The files are read
+// when a client is made (NewClient), not by Validate, so that a
+// configuration can be verified where its secrets are not mounted.
 type TLSConfig struct {
-	Enabled            bool   `yaml:"enabled"`
-	CAFile             string `yaml:"ca_file"`
-	CertFile           string `yaml:"cert_file"`
-	KeyFile            string `yaml:"key_file"`
-	ServerName         string `yaml:"server_name"`
-	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+	// Enabled connects over TLS, default false.
+	Enabled bool `yaml:"enabled"`
+	// CAFile is a PEM file of the CAs to trust; empty: the system's.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are a PEM client certificate and its key, for
+	// mutual TLS; both or neither.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName is the name to verify; empty: the broker's host.
+	ServerName string `yaml:"server_name"`
+	// InsecureSkipVerify does not verify the brokers' certificates.
+	InsecureSkipVerify bool `yaml:"insecure_skip_verify"`
 }
 
 // SASLConfig authenticates to managed Kafka.
 type SASLConfig struct {
-	// Mechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty disables SASL.
+	// Mechanism is PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (in any case);
+	// empty disables SASL. A mechanism needs Username and Password.
 	Mechanism string `yaml:"mechanism"`
 	Username  string `yaml:"username"`
 	Password  string `yaml:"password"`
@@ -116,14 +127,14 @@ func (c *Config) RegisterFlags(prefix string, fs *flag.FlagSet) {
 	c.RebalanceTimeout = duration.Duration(60 * time.Second)
 	fs.Var(&c.RebalanceTimeout, prefix+"rebalance-timeout", "How long a rebalance waits for every member to finish its batch and rejoin.")
 	fs.BoolVar(&c.TLS.Enabled, prefix+"tls.enabled", false, "Use TLS to the brokers.")
-	fs.StringVar(&c.TLS.CAFile, prefix+"tls.ca-file", "", "PEM file of CAs to trust (default: the system's).")
-	fs.StringVar(&c.TLS.CertFile, prefix+"tls.cert-file", "", "PEM client certificate for mutual TLS.")
-	fs.StringVar(&c.TLS.KeyFile, prefix+"tls.key-file", "", "PEM client key for mutual TLS.")
-	fs.StringVar(&c.TLS.ServerName, prefix+"tls.server-name", "", "Server name to verify (default: the broker's host).")
-	fs.BoolVar(&c.TLS.InsecureSkipVerify, prefix+"tls.insecure-skip-verify", false, "Do not verify the brokers' certificates.")
+	fs.StringVar(&c.TLS.CAFile, prefix+"tls.ca-file", "", "PEM file of CAs to trust (default: the system's); needs TLS enabled.")
+	fs.StringVar(&c.TLS.CertFile, prefix+"tls.cert-file", "", "PEM client certificate for mutual TLS; needs TLS enabled.")
+	fs.StringVar(&c.TLS.KeyFile, prefix+"tls.key-file", "", "PEM client key for mutual TLS; needs TLS enabled.")
+	fs.StringVar(&c.TLS.ServerName, prefix+"tls.server-name", "", "Server name to verify (default: the broker's host); needs TLS enabled.")
+	fs.BoolVar(&c.TLS.InsecureSkipVerify, prefix+"tls.insecure-skip-verify", false, "Do not verify the brokers' certificates; needs TLS enabled.")
 	fs.StringVar(&c.SASL.Mechanism, prefix+"sasl.mechanism", "", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (empty: no SASL).")
-	fs.StringVar(&c.SASL.Username, prefix+"sasl.username", "", "SASL user name.")
-	fs.StringVar(&c.SASL.Password, prefix+"sasl.password", "", "SASL password (use ${ENV} in the YAML file).")
+	fs.StringVar(&c.SASL.Username, prefix+"sasl.username", "", "SASL user name, required with a mechanism.")
+	fs.StringVar(&c.SASL.Password, prefix+"sasl.password", "", "SASL password, required with a mechanism (use ${ENV} in the YAML file).")
 }
 
 // Validate reports configuration that cannot work.
@@ -143,8 +154,27 @@ func (c *Config) Validate() error {
 	if c.SASL.Mechanism != "" && c.SASL.Username == "" {
 		errs = append(errs, errors.New("kafka.sasl.username: required with a SASL mechanism"))
 	}
+	if c.SASL.Mechanism != "" && c.SASL.Password == "" {
+		errs = append(errs, errors.New("kafka.sasl.password: required with a SASL mechanism"))
+	}
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		errs = append(errs, errors.New("kafka.tls: cert_file and key_file go together"))
+	}
+	if !c.TLS.Enabled {
+		for _, o := range []struct {
+			key string
+			set bool
+		}{
+			{"ca_file", c.TLS.CAFile != ""},
+			{"cert_file", c.TLS.CertFile != ""},
+			{"key_file", c.TLS.KeyFile != ""},
+			{"server_name", c.TLS.ServerName != ""},
+			{"insecure_skip_verify", c.TLS.InsecureSkipVerify},
+		} {
+			if o.set {
+				errs = append(errs, fmt.Errorf("kafka.tls.%s: set, but kafka.tls.enabled is false (set it to connect over TLS)", o.key))
+			}
+		}
 	}
 	if c.FetchMaxRecords < 1 {
 		errs = append(errs, fmt.Errorf("kafka.fetch_max_records: must be at least 1, got %d", c.FetchMaxRecords))

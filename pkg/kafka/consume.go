@@ -49,8 +49,11 @@ type ConsumerConfig struct {
 	// OnAssigned, if set, runs after partitions are assigned and before any
 	// of their records are handled.
 	OnAssigned PartitionsFunc
-	// OnRevoked, if set, runs after the revoked partitions' offsets have been
-	// committed.
+	// OnRevoked, if set, runs when partitions are revoked or lost. Nothing
+	// is committed then: Run commits each batch as soon as its handler
+	// succeeds, and a rebalance waits for the batch in hand, so the
+	// partitions' handled records are already committed (unless that
+	// commit failed; their next owner then handles them again).
 	OnRevoked PartitionsFunc
 }
 

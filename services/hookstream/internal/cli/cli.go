@@ -107,20 +107,15 @@ func Main(args []string, stdout, stderr io.Writer) int {
 func runServe(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var target string
+	// `serve TARGET` is -target=TARGET, which overrides the file's target
+	// before the configuration is validated.
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		target, args = args[0], args[1:]
+		args = append([]string{"-target=" + args[0]}, args[1:]...)
 	}
 	var cfg process.Config
 	loaded, err := app.LoadConfig(&cfg, fs, args, app.LoadOptions{})
 	if err != nil {
 		return err
-	}
-	if target != "" {
-		cfg.Target = target
-		if err := cfg.Validate(); err != nil {
-			return err
-		}
 	}
 	if err := cfg.CheckAuth(); err != nil {
 		return err
