@@ -81,7 +81,7 @@ func ProcessAndPublishSpan(r *kgo.Record, tracer trace.Tracer, name string, star
 		a := spanattr.Get()
 		*a = append(*a, attrSource.String(r.Topic), attrSrcPartition.Int(int(r.Partition)), attrSrcOffset.Int64(r.Offset))
 		*a = append(*a, attrs...)
-		spanattr.Set(span, a)
+		ctx = spanattr.Defer(ctx, a) // set with the destination's, by the hook
 	}
 	return ctx, span
 }
@@ -228,7 +228,7 @@ func (t *recordTracer) OnProduceRecordUnbuffered(r *kgo.Record, err error) {
 		return
 	}
 	s := t.spans(r.Topic)
-	a := spanattr.Get()
+	a := spanattr.Deferred(r.Context) // the decision's own attributes, if it deferred them
 	*a = append(*a, attrKafka, s.destination, attrDestPartition.Int(int(r.Partition)), attrOffset.Int64(r.Offset))
 	if ro, ok := span.(sdktrace.ReadOnlySpan); ok && ro.InstrumentationScope().Name == tracerName {
 		*a = append(*a, t.clientID)

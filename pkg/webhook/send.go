@@ -22,9 +22,11 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/hookstream/hookstream/pkg/manifest"
+	"github.com/hookstream/hookstream/pkg/telemetry/spanattr"
 )
 
 // Version is sent in User-Agent: hookstream/Version (as it is when the
@@ -206,6 +208,10 @@ type Attempt struct {
 	// context is sent as the traceparent, instead of on a child client span
 	// of its own. One span per attempt is half the cost of two.
 	Span trace.Span
+	// Attrs, with Span, are the caller's attributes of the span (a list
+	// from spanattr.Get, which Send takes): they are set together with the
+	// exchange's, in one call.
+	Attrs *[]attribute.KeyValue
 }
 
 var excerpts = sync.Pool{New: func() any { return new([1024]byte) }}
@@ -220,14 +226,18 @@ func (s *Sender) Send(ctx context.Context, wh *manifest.Webhook, a Attempt) Resu
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	recording := a.Span != nil && a.Span.IsRecording()
 	req, err := s.request(ctx, wh, a)
 	if err != nil {
+		if recording && a.Attrs != nil {
+			spanattr.Set(a.Span, a.Attrs)
+		}
 		return Result{Err: fmt.Errorf("%w: %w", ErrRequest, err)}
 	}
 	start := time.Now()
 	var resp *http.Response
-	if a.Span != nil && a.Span.IsRecording() {
-		resp, err = s.doWithin(req, a.Span)
+	if recording {
+		resp, err = s.doWithin(req, a.Span, a.Attrs)
 	} else {
 		resp, err = s.do(req)
 	}

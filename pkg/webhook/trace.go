@@ -32,17 +32,20 @@ func (s *Sender) do(req *http.Request) (*http.Response, error) {
 	}
 	ctx, span := s.tracer.Start(req.Context(), spanName(req.Method), ClientKind)
 	defer span.End()
-	return s.doWithin(req.WithContext(ctx), span)
+	return s.doWithin(req.WithContext(ctx), span, nil)
 }
 
 // doWithin sends req within span, a client span that req's context holds
 // (do's own, or the caller's: Attempt.Span): the exchange is recorded on it,
-// in one SetAttributes call once the answer is in, and its context is the
+// in one SetAttributes call once the answer is in, together with attrs (the
+// caller's, from spanattr.Get; nil for none), and its context is the
 // request's traceparent.
-func (s *Sender) doWithin(req *http.Request, span trace.Span) (*http.Response, error) {
+func (s *Sender) doWithin(req *http.Request, span trace.Span, attrs *[]attribute.KeyValue) (*http.Response, error) {
 	otel.GetTextMapPropagator().Inject(req.Context(), propagation.HeaderCarrier(req.Header))
 	resp, err := s.client.Do(req)
-	attrs := spanattr.Get()
+	if attrs == nil {
+		attrs = spanattr.Get()
+	}
 	*attrs = appendRequestAttrs(*attrs, req)
 	if err != nil {
 		*attrs = append(*attrs, semconv.ErrorTypeKey.String("transport"))

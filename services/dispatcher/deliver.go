@@ -71,13 +71,13 @@ func (p *sendPath) prepare(ctx context.Context, c *manifest.Campaign, triggers [
 // span, when it records, is the attempt's client span, on which the HTTP
 // exchange is recorded (see webhook.Attempt.Span); nil makes the sender
 // record it on a child span of ctx's, if that one records.
-func (p *sendPath) attempt(ctx context.Context, wh *manifest.Webhook, id string, ts time.Time, req webhook.Request, traceparent string, span trace.Span) webhook.Result {
+func (p *sendPath) attempt(ctx context.Context, wh *manifest.Webhook, id string, ts time.Time, req webhook.Request, traceparent string, span trace.Span, attrs *[]attribute.KeyValue) webhook.Result {
 	if m := p.cfg.MaxTimeout; m > 0 && wh.Spec.Timeout > m {
 		capped := *wh
 		capped.Spec.Timeout = m
 		wh = &capped
 	}
-	return p.sender.Send(ctx, wh, webhook.Attempt{ID: id, Timestamp: ts, Request: req, Traceparent: traceparent, Span: span})
+	return p.sender.Send(ctx, wh, webhook.Attempt{ID: id, Timestamp: ts, Request: req, Traceparent: traceparent, Span: span, Attrs: attrs})
 }
 
 // deliver makes j's attempt: it reports the outcome to record, the
@@ -123,17 +123,17 @@ func (d *Dispatcher) deliver(j *job) (*outcome, webhook.Result, bool) {
 	// measurable share of an attempt with tracing off), and set at once
 	// when the outcome is known: each call grows the span's attributes.
 	recording := span.IsRecording()
-	spanAttrs := func(extra ...attribute.KeyValue) {
+	spanAttrs := func(extra ...attribute.KeyValue) *[]attribute.KeyValue {
 		a := spanattr.Get()
 		*a = append(*a, attribute.String("campaign", j.req.Campaign), attribute.String("webhook", wh.Metadata.Name),
 			attribute.String("webhook_id", j.req.WebhookId), attribute.Int("attempt", int(j.req.Attempt)))
 		*a = append(*a, extra...)
-		spanattr.Set(span, a)
+		return a
 	}
 	req, err := d.sp.prepare(ctx, c, j.req.Triggers, now)
 	if err != nil && recording {
 		// The reason is in the Delivery record: it may quote the profile.
-		spanAttrs(attribute.String("outcome", "not_sent"))
+		spanattr.Set(span, spanAttrs(attribute.String("outcome", "not_sent")))
 		span.SetStatus(codes.Error, "request not prepared")
 	}
 	if errors.Is(err, errLinkedAbort) {
@@ -148,12 +148,13 @@ func (d *Dispatcher) deliver(j *job) (*outcome, webhook.Result, bool) {
 	if err != nil {
 		return d.failed(j, err.Error(), nil), webhook.Result{}, false
 	}
-	res := d.sp.attempt(ctx, wh, j.req.WebhookId, now, req, j.trace, span)
+	// The outcome is the sender's http.response.status_code or error.type,
+	// set on the span with these, in one call.
+	var attrs *[]attribute.KeyValue
 	if recording {
-		// The outcome is the sender's http.response.status_code or
-		// error.type, on the same span.
-		spanAttrs()
+		attrs = spanAttrs()
 	}
+	res := d.sp.attempt(ctx, wh, j.req.WebhookId, now, req, j.trace, span, attrs)
 	return d.attempted(j, wh, res, d.now()), res, true
 }
 

@@ -112,7 +112,7 @@ func (t *Tester) Send(ctx context.Context, campaign string, profile map[string]a
 		return res, nil
 	}
 	res.RequestBody = string(req.Body)
-	out := t.sp.attempt(ctx, wh, trig.Id, now, req, "", nil)
+	out := t.sp.attempt(ctx, wh, trig.Id, now, req, "", nil, nil)
 	res.Status, res.Body, res.LatencyMs = out.Status, out.Excerpt, float64(out.Latency.Microseconds())/1000
 	if !out.OK() {
 		res.Error = describe(out)

@@ -418,7 +418,7 @@ func (e *engine) fire(u *user, c *manifest.Campaign, cause string, ev *hookstrea
 		a := spanattr.Get()
 		*a = append(*a, attribute.String("campaign", c.Metadata.Name), attribute.String("trigger_type", tr.TriggerType),
 			attribute.String("webhook_id", id), attribute.Bool("control", tr.Control))
-		spanattr.Set(span, a)
+		ctx = spanattr.Defer(ctx, a) // set with where the trigger went, by the Kafka hook
 	}
 	out.triggers = append(out.triggers, &kgo.Record{Topic: e.topics.Triggers, Key: u.identityKey(), Value: triggerValue(&tr), Context: ctx})
 }
@@ -694,7 +694,7 @@ func (e *engine) schedule(u *user, c *manifest.Campaign, key string, p *hookstre
 		a := spanattr.Get()
 		*a = append(*a, attribute.String("campaign", name), attribute.String("trigger_type", triggerType(c)),
 			attribute.String("timer_id", string(id)), attribute.Int64("due_ms", p.DueMs))
-		spanattr.Set(span, a)
+		ctx = spanattr.Defer(ctx, a) // set with where the command went, by the Kafka hook
 	}
 	// The propagators (W3C trace context and baggage) write nothing
 	// without a span context or baggage; the map is not made for nothing.

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/hookstream/hookstream/pkg/kafka"
+	"github.com/hookstream/hookstream/pkg/telemetry/spanattr"
 	hookstreamv1 "github.com/hookstream/hookstream/proto/hookstream/v1"
 )
 
@@ -238,8 +239,13 @@ func (s *Service) startFireSpans(ctx context.Context, due []indexed, tcs []map[s
 			continue
 		}
 		parent := otel.GetTextMapPropagator().Extract(ctx, propagation.MapCarrier(tc))
-		sctx, sp := s.tracer.Start(parent, "timer.fire", trace.WithSpanKind(trace.SpanKindProducer), trace.WithLinks(trace.LinkFromContext(parent)), trace.WithAttributes(
-			attribute.String("timer_id", d.id), attribute.Int64("due_ms", d.e.at), attribute.Int64("lateness_ms", nowMs-d.e.at)))
+		sctx, sp := s.tracer.Start(parent, "timer.fire", trace.WithSpanKind(trace.SpanKindProducer), trace.WithLinks(trace.LinkFromContext(parent)))
+		if sp.IsRecording() {
+			// Set with where the record went, by the Kafka hook.
+			a := spanattr.Get()
+			*a = append(*a, attribute.String("timer_id", d.id), attribute.Int64("due_ms", d.e.at), attribute.Int64("lateness_ms", nowMs-d.e.at))
+			sctx = spanattr.Defer(sctx, a)
+		}
 		out[i].Context = sctx
 		spans = append(spans, sp)
 	}

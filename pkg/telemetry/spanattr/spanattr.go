@@ -5,6 +5,7 @@
 package spanattr
 
 import (
+	"context"
 	"sync"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -30,3 +31,25 @@ func Set(span trace.Span, a *[]attribute.KeyValue) {
 }
 
 var attrPool = sync.Pool{New: func() any { a := make([]attribute.KeyValue, 0, 10); return &a }}
+
+type deferredKey struct{}
+
+// Defer returns ctx carrying a (from Get), attributes of the producer span
+// in ctx that wait for those the Kafka hook adds when the broker has the
+// record (where it went): the hook sets them all in one call (Deferred),
+// so that the span's list is allocated once instead of grown. ctx must be
+// the Context of one record only.
+func Defer(ctx context.Context, a *[]attribute.KeyValue) context.Context {
+	return context.WithValue(ctx, deferredKey{}, a)
+}
+
+// Deferred returns the list Defer put into ctx, for the caller to append
+// to and Set; or an empty one from the pool.
+func Deferred(ctx context.Context) *[]attribute.KeyValue {
+	if ctx != nil {
+		if a, ok := ctx.Value(deferredKey{}).(*[]attribute.KeyValue); ok {
+			return a
+		}
+	}
+	return Get()
+}

@@ -30,3 +30,19 @@ func TestSet(t *testing.T) {
 		}
 	}
 }
+
+// A list deferred in a context comes back from Deferred, for the one call
+// that sets it with the rest; a context without one gives an empty list.
+func TestDeferred(t *testing.T) {
+	a := Get()
+	*a = append(*a, attribute.String("campaign", "cart"))
+	ctx := Defer(context.Background(), a)
+	if got := Deferred(ctx); got != a || len(*got) != 1 {
+		t.Fatalf("Deferred gave %v, want the deferred list", got)
+	}
+	for _, ctx := range []context.Context{context.Background(), nil} {
+		if got := Deferred(ctx); got == nil || len(*got) != 0 {
+			t.Fatalf("Deferred without a deferred list gave %v, want an empty list", got)
+		}
+	}
+}

@@ -26,8 +26,9 @@ import (
 
 // pipelineRun is one measured run of the whole pipeline.
 type pipelineRun struct {
-	rate float64       // events/s from the first produce to the last webhook
-	cpu  time.Duration // CPU time of the whole process per event over that time
+	rate  float64       // events/s from the first produce to the last webhook
+	cpu   time.Duration // CPU time of the whole process per event over that time
+	alloc float64       // bytes allocated per event over that time (steady on a noisy machine)
 }
 
 // pipelineRate runs `dev` in-process with the given tracing, sends n raw
@@ -75,6 +76,8 @@ spec:
 			Value: []byte(fmt.Sprintf(`{"type":"event","identity":"%s","name":"E","properties":{"n":%d},"id":"e-%d"}`, u, i, i))}
 	}
 	runtime.GC()
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
 	cpu0 := cpuTime(b)
 	start := time.Now()
 	if err := kafka.ProduceSync(ctx, cl, recs...); err != nil {
@@ -86,7 +89,9 @@ spec:
 		b.Fatalf("%d of %d webhooks arrived", got.Load(), n)
 	}
 	elapsed := time.Since(start)
-	return pipelineRun{rate: float64(n) / elapsed.Seconds(), cpu: (cpuTime(b) - cpu0) / time.Duration(n)}
+	cpu := cpuTime(b) - cpu0
+	runtime.ReadMemStats(&m1)
+	return pipelineRun{rate: float64(n) / elapsed.Seconds(), cpu: cpu / time.Duration(n), alloc: float64(m1.TotalAlloc-m0.TotalAlloc) / float64(n)}
 }
 
 // startBenchDev starts `hookstream dev` in the test's process with manifests, on
@@ -171,6 +176,7 @@ func BenchmarkPipelineTracing(b *testing.B) {
 	cpus := make([][]float64, len(configs))
 	overheads := make([][]float64, len(configs))
 	cpuOverheads := make([][]float64, len(configs))
+	allocs := make([][]float64, len(configs))
 	for i := 0; i < b.N; i++ {
 		runs := make([]pipelineRun, len(configs))
 		for k := range configs {
@@ -181,7 +187,8 @@ func BenchmarkPipelineTracing(b *testing.B) {
 		for c, r := range runs {
 			rates[c] = append(rates[c], r.rate)
 			cpus[c] = append(cpus[c], float64(r.cpu.Nanoseconds())/1e3)
-			line += fmt.Sprintf(" %s %.0f events/s (%s CPU/event)", configs[c].name, r.rate, r.cpu.Round(100*time.Nanosecond))
+			allocs[c] = append(allocs[c], r.alloc)
+			line += fmt.Sprintf(" %s %.0f events/s (%s CPU/event, %.1f KB/event)", configs[c].name, r.rate, r.cpu.Round(100*time.Nanosecond), r.alloc/1024)
 			if c > 0 {
 				overheads[c] = append(overheads[c], 1-r.rate/runs[0].rate)
 				cpuOverheads[c] = append(cpuOverheads[c], float64(r.cpu)/float64(runs[0].cpu)-1)
@@ -199,6 +206,7 @@ func BenchmarkPipelineTracing(b *testing.B) {
 		}
 		b.ReportMetric(median(rates[c]), "events/s-tracing-"+cfg.name)
 		b.ReportMetric(median(cpus[c]), "cpu-us/event-"+cfg.name)
+		b.ReportMetric(median(allocs[c]), "alloc-B/event-"+cfg.name)
 		if c > 0 {
 			b.ReportMetric(median(overheads[c]), "overhead-"+cfg.name)
 			b.ReportMetric(median(cpuOverheads[c]), "cpu-overhead-"+cfg.name)

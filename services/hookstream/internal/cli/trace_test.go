@@ -174,6 +174,15 @@ func TestDevTraceFromIngestToWebhook(t *testing.T) {
 			t.Errorf("%s: kind %s, attributes %v; want a producer span to %s", name, s.SpanKind, a, topic)
 		}
 	}
+	// The decisions' own attributes, set with where the record went.
+	for name, keys := range map[string][]string{"evaluator.trigger": {"webhook_id", "trigger_type", "control"}, "evaluator.schedule_timer": {"timer_id", "due_ms"}, "timer.fire": {"timer_id", "due_ms", "lateness_ms"}} {
+		a := attrs(byName[name])
+		for _, k := range keys {
+			if a[k] == "" {
+				t.Errorf("%s has no %s: %v", name, k, a)
+			}
+		}
+	}
 	if fire := byName["timer.fire"]; len(fire.Links) != 1 || fire.Links[0].SpanContext.SpanID() != byName["evaluator.schedule_timer"].SpanContext.SpanID() {
 		t.Errorf("timer.fire links %v, want the scheduling span", fire.Links)
 	}
