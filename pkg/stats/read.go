@@ -3,6 +3,7 @@ package stats
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"net/http"
 	"strconv"
@@ -43,6 +44,11 @@ type Day struct {
 type Reader struct {
 	RDB *redis.Client
 	Now func() time.Time
+	// Exists says whether a campaign is in the catalog. When set, the HTTP
+	// answers are 404 for a name that is neither in the catalog nor has
+	// stats (a deleted campaign's stats stay readable); when nil, every
+	// name is answered, with zeros for one never seen.
+	Exists func(name string) bool
 }
 
 // The contract's suppression reasons, always present in the answer.
@@ -161,6 +167,9 @@ func (r *Reader) Register(mux *http.ServeMux, authorize func(http.ResponseWriter
 		if !authorize(w, req) {
 			return
 		}
+		if !r.known(w, req) {
+			return
+		}
 		s, err := r.Get(req.Context(), req.PathValue("name"))
 		if err != nil {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "stats unavailable: " + err.Error()})
@@ -170,6 +179,9 @@ func (r *Reader) Register(mux *http.ServeMux, authorize func(http.ResponseWriter
 	})
 	mux.HandleFunc("GET /v1/campaigns/{name}/deliveries", func(w http.ResponseWriter, req *http.Request) {
 		if !authorize(w, req) {
+			return
+		}
+		if !r.known(w, req) {
 			return
 		}
 		q := req.URL.Query()
@@ -184,6 +196,25 @@ func (r *Reader) Register(mux *http.ServeMux, authorize func(http.ResponseWriter
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"campaign": req.PathValue("name"), "deliveries": as})
 	})
+}
+
+// known answers 404 and returns false for a campaign that is not in the
+// catalog and has no stats.
+func (r *Reader) known(w http.ResponseWriter, req *http.Request) bool {
+	name := req.PathValue("name")
+	if r.Exists == nil || r.Exists(name) {
+		return true
+	}
+	n, err := r.RDB.Exists(req.Context(), totalsKey(name), recentKey(name)).Result()
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "stats unavailable: " + err.Error()})
+		return false
+	}
+	if n > 0 {
+		return true
+	}
+	writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("campaign %q not found", name)})
+	return false
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -3,10 +3,12 @@ package stats
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -69,11 +71,36 @@ func runAggregator(t *testing.T, cfg kafka.Config, addr string) (stop func()) {
 	return func() { svc.StopAsync(); _ = svc.AwaitTerminated(context.Background()); rdb.Close() }
 }
 
+// emit produces msgs (Delivery or Conversion) with key, in order.
+func emit(t *testing.T, cl *kgo.Client, cfg kafka.Config, key string, msgs ...proto.Message) {
+	t.Helper()
+	var recs []*kgo.Record
+	for _, m := range msgs {
+		topic := cfg.Topics().Deliveries
+		if _, ok := m.(*hookstreamv1.Conversion); ok {
+			topic = cfg.Topics().Conversions
+		}
+		v, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, &kgo.Record{Topic: topic, Key: []byte(key), Value: v})
+	}
+	if err := kafka.ProduceSync(context.Background(), cl, recs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func waitStats(t *testing.T, r *Reader, want func(*Stats) bool) *Stats {
+	t.Helper()
+	return waitCampaign(t, r, "cart", want)
+}
+
+func waitCampaign(t *testing.T, r *Reader, campaign string, want func(*Stats) bool) *Stats {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		s, err := r.Get(context.Background(), "cart")
+		s, err := r.Get(context.Background(), campaign)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -127,6 +154,17 @@ func TestStats(t *testing.T) {
 			r := &Reader{RDB: redisconn.Open(redisconn.Config{Addr: addr}), Now: func() time.Time { return now }}
 			check(t, waitStats(t, r, func(s *Stats) bool { return s.Delivered == 5 && s.Conversions["control"] == 1 }))
 
+			// Producers re-emit every record (at-least-once after a
+			// crash), at new offsets: nothing is counted twice. The
+			// sentinel, behind them in the same partition, says when they
+			// have been read.
+			produce(t, cl, cfg)
+			emit(t, cl, cfg, "cart",
+				&hookstreamv1.Delivery{WebhookId: "s", Campaign: "sentinel", Identities: []string{"u1"}, Attempt: 1, Status: hookstreamv1.Delivery_STATUS_DELIVERED, TsMs: now.UnixMilli()},
+				&hookstreamv1.Conversion{Id: "s", Campaign: "sentinel", Identity: "u1", TsMs: now.UnixMilli()})
+			waitCampaign(t, r, "sentinel", func(s *Stats) bool { return s.Delivered == 1 && s.Conversions["test"] == 1 })
+			check(t, waitStats(t, r, func(s *Stats) bool { return true }))
+
 			// A restart counts nothing twice.
 			stop()
 			stop = runAggregator(t, cfg, addr)
@@ -155,6 +193,186 @@ func TestStats(t *testing.T) {
 			resp.Body.Close()
 			if len(body.Deliveries) != 4 || body.Deliveries[0].Status == "delivered" {
 				t.Fatalf("failed deliveries: %+v", body.Deliveries)
+			}
+		})
+	}
+}
+
+// A replay (hookstream replay) is the same trigger sent again: it is never
+// a new trigger or send, its failed attempts are retries, and its final
+// outcome moves the original's users, on the original's day, however
+// often it or its records come.
+func TestReplay(t *testing.T) {
+	const (
+		R = hookstreamv1.Delivery_STATUS_RETRYING
+		D = hookstreamv1.Delivery_STATUS_DELIVERED
+		F = hookstreamv1.Delivery_STATUS_FAILED
+		S = hookstreamv1.Delivery_STATUS_SUPPRESSED
+	)
+	later := now.Add(24 * time.Hour)
+	orig := func(attempt int32, st hookstreamv1.Delivery_Status, users ...string) *hookstreamv1.Delivery {
+		d := &hookstreamv1.Delivery{WebhookId: "w", Identities: users, Attempt: attempt, Status: st, TsMs: now.UnixMilli(), FirstAttemptMs: now.UnixMilli()}
+		if st == S {
+			d.SuppressionReason = "webhook_disabled"
+		}
+		return d
+	}
+	replay := func(firstMs int64, attempt int32, st hookstreamv1.Delivery_Status, users ...string) *hookstreamv1.Delivery {
+		if len(users) == 0 {
+			users = []string{"u1"}
+		}
+		return &hookstreamv1.Delivery{WebhookId: "w", Identities: users, Attempt: attempt, Status: st, TsMs: later.UnixMilli(), FirstAttemptMs: firstMs, Replay: true}
+	}
+	failed := []*hookstreamv1.Delivery{orig(1, R, "u1"), orig(2, F, "u1")} // triggered, sent, 1 retry, failed
+	type counts struct{ triggered, sent, delivered, failed, retries, held int64 }
+	cases := []struct {
+		name    string
+		records []*hookstreamv1.Delivery
+		want    counts
+	}{
+		{"original failed", failed, counts{1, 1, 0, 1, 1, 0}},
+		{"replay delivered", append(failed, replay(1, 1, D)), counts{1, 1, 1, 0, 1, 0}},
+		{"replay retried then delivered", append(failed, replay(1, 1, R), replay(1, 2, D)), counts{1, 1, 1, 0, 2, 0}},
+		{"replay failed again", append(failed, replay(1, 1, R), replay(1, 2, F)), counts{1, 1, 0, 1, 2, 0}},
+		{"second replay delivered", append(failed, replay(1, 1, F), replay(2, 1, D)), counts{1, 1, 1, 0, 1, 0}},
+		{"replayed twice, delivered twice", append(failed, replay(1, 1, D), replay(2, 1, D)), counts{1, 1, 1, 0, 1, 0}},
+		{"records re-emitted", append(append(failed, failed...), replay(1, 1, R), replay(1, 1, R), replay(1, 2, D), replay(1, 2, D)), counts{1, 1, 1, 0, 2, 0}},
+		{"batch of three replayed", []*hookstreamv1.Delivery{orig(1, F, "u1", "u2", "u3"), replay(1, 1, D, "u1", "u2", "u3")}, counts{3, 3, 3, 0, 0, 0}},
+		{"held by a disabled webhook", []*hookstreamv1.Delivery{orig(1, S, "u1")}, counts{1, 0, 0, 0, 0, 1}},
+		{"held, replay delivered", []*hookstreamv1.Delivery{orig(1, S, "u1"), replay(1, 1, D)}, counts{1, 1, 1, 0, 0, 0}},
+		{"held, replay failed", []*hookstreamv1.Delivery{orig(1, S, "u1"), replay(1, 1, F)}, counts{1, 1, 0, 1, 0, 0}},
+		{"held, still disabled at the replay", []*hookstreamv1.Delivery{orig(1, S, "u1"), replay(0, 1, S)}, counts{1, 0, 0, 0, 0, 1}},
+		{"replay of an unknown delivery", []*hookstreamv1.Delivery{replay(1, 1, R), replay(1, 2, D)}, counts{0, 0, 0, 0, 1, 0}},
+	}
+	for _, b := range redistest.Backends {
+		t.Run(string(b), func(t *testing.T) {
+			kc := kafkatest.New(t)
+			cfg := kc.Config()
+			cl, err := kafka.NewClient(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "t")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			if err := kafka.EnsureTopics(context.Background(), cl, -1, cfg.TopicSpecs()); err != nil {
+				t.Fatal(err)
+			}
+			addr := redistest.Start(t, b)
+			defer runAggregator(t, cfg, addr)()
+			r := &Reader{RDB: redisconn.Open(redisconn.Config{Addr: addr}), Now: func() time.Time { return later }}
+			for i, c := range cases {
+				campaign := fmt.Sprintf("c%d", i)
+				var msgs []proto.Message
+				for _, d := range c.records {
+					d = proto.Clone(d).(*hookstreamv1.Delivery)
+					d.Campaign = campaign
+					msgs = append(msgs, d)
+				}
+				// The sentinel, behind them in their partition, says when
+				// they have been read.
+				msgs = append(msgs, &hookstreamv1.Delivery{WebhookId: "s", Campaign: campaign + "-read", Attempt: 1, Status: D, TsMs: now.UnixMilli()})
+				emit(t, cl, cfg, campaign, msgs...)
+			}
+			for i, c := range cases {
+				t.Run(c.name, func(t *testing.T) {
+					campaign := fmt.Sprintf("c%d", i)
+					waitCampaign(t, r, campaign+"-read", func(s *Stats) bool { return s.Delivered == 1 })
+					s, err := r.Get(context.Background(), campaign)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got := counts{s.Triggered, s.Sent, s.Delivered, s.Failed, s.Retries, s.Suppressed["webhook_disabled"]}
+					if got != c.want {
+						t.Errorf("totals %+v, want %+v", got, c.want)
+					}
+					// The moves land on the original's day; the replay's
+					// day has only its retries.
+					day := s.Days[len(s.Days)-2]
+					if day.Date != "2026-11-27" || day.Delivered != c.want.delivered || day.Failed != c.want.failed || day.Sent != c.want.sent || day.Suppressed["webhook_disabled"] != c.want.held {
+						t.Errorf("original day %+v, want %+v", day, c.want)
+					}
+					for _, d := range s.Days {
+						if d.Sent < 0 || d.Delivered < 0 || d.Failed < 0 || d.Suppressed["webhook_disabled"] < 0 {
+							t.Errorf("negative count on %+v", d)
+						}
+					}
+				})
+			}
+		})
+	}
+}
+
+// A campaign that is neither in the catalog nor has stats is not found; a
+// deleted campaign's stats stay readable.
+func TestNotFound(t *testing.T) {
+	addr := redistest.Start(t, redistest.Miniredis)
+	rdb := redisconn.Open(redisconn.Config{Addr: addr})
+	if err := rdb.HSet(context.Background(), totalsKey("deleted"), fTriggered, 3).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r := &Reader{RDB: rdb, Exists: func(name string) bool { return name == "live" }}
+	mux := http.NewServeMux()
+	r.Register(mux, func(http.ResponseWriter, *http.Request) bool { return true })
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	for _, c := range []struct {
+		path      string
+		status    int
+		errSubstr string
+	}{
+		{"/v1/campaigns/live/stats", http.StatusOK, ""},
+		{"/v1/campaigns/deleted/stats", http.StatusOK, ""},
+		{"/v1/campaigns/nope/stats", http.StatusNotFound, `campaign "nope" not found`},
+		{"/v1/campaigns/nope/deliveries", http.StatusNotFound, `campaign "nope" not found`},
+		{"/v1/campaigns/live/deliveries", http.StatusOK, ""},
+	} {
+		t.Run(c.path, func(t *testing.T) {
+			resp, err := http.Get(srv.URL + c.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var body struct{ Error string }
+			_ = json.NewDecoder(resp.Body).Decode(&body)
+			if resp.StatusCode != c.status || !strings.Contains(body.Error, c.errSubstr) || (c.errSubstr == "" && body.Error != "") {
+				t.Fatalf("%d %q, want %d %q", resp.StatusCode, body.Error, c.status, c.errSubstr)
+			}
+		})
+	}
+}
+
+// A poll larger than one script call is counted whole, each record once.
+func TestLargeBatch(t *testing.T) {
+	for _, b := range redistest.Backends {
+		t.Run(string(b), func(t *testing.T) {
+			kc := kafkatest.New(t)
+			cfg := kc.Config()
+			cl, err := kafka.NewClient(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "t")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			if err := kafka.EnsureTopics(context.Background(), cl, -1, cfg.TopicSpecs()); err != nil {
+				t.Fatal(err)
+			}
+			const n = 3*scriptRecords + 7
+			var msgs []proto.Message
+			for i := 0; i < n; i++ {
+				d := &hookstreamv1.Delivery{WebhookId: fmt.Sprint("w", i), Campaign: "many", Identities: []string{fmt.Sprint("u", i)}, Attempt: 1, Status: hookstreamv1.Delivery_STATUS_DELIVERED, TsMs: now.UnixMilli()}
+				msgs = append(msgs, d, d) // each re-emitted at once
+			}
+			emit(t, cl, cfg, "many", msgs...)
+			addr := redistest.Start(t, b)
+			defer runAggregator(t, cfg, addr)()
+			r := &Reader{RDB: redisconn.Open(redisconn.Config{Addr: addr}), Now: func() time.Time { return now }}
+			waitCampaign(t, r, "many", func(s *Stats) bool { return s.Delivered >= n })
+			time.Sleep(200 * time.Millisecond) // any double count would follow
+			s := waitCampaign(t, r, "many", func(*Stats) bool { return true })
+			if s.Triggered != n || s.Sent != n || s.Delivered != n {
+				t.Errorf("triggered %d sent %d delivered %d, want %d each", s.Triggered, s.Sent, s.Delivered, n)
+			}
+			recent, err := r.Recent(context.Background(), "many", false, "", recentLimit)
+			if err != nil || len(recent) != n {
+				t.Errorf("%d recent attempts (%v), want %d", len(recent), err, n)
 			}
 		})
 	}

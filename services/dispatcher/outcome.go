@@ -203,9 +203,12 @@ func (d *Dispatcher) delivery(j *job, status hookstreamv1.Delivery_Status) *hook
 	for _, t := range j.req.Triggers {
 		isTest = isTest || t.IsTest
 	}
+	// Replay and FirstAttemptMs are copied because the deliveries topic
+	// never carries the request: stats tell a replay's outcomes from the
+	// original's by them.
 	return &hookstreamv1.Delivery{
 		WebhookId: j.req.WebhookId, Campaign: j.req.Campaign, Identities: j.identities(), Attempt: j.req.Attempt,
-		Status: status, TsMs: d.now().UnixMilli(), IsTest: isTest,
+		Status: status, TsMs: d.now().UnixMilli(), IsTest: isTest, Replay: j.req.Replay, FirstAttemptMs: j.req.FirstAttemptMs,
 	}
 }
 

@@ -193,10 +193,17 @@ type Delivery struct {
 	// The first bytes of the response body.
 	ResponseExcerpt string `protobuf:"bytes,11,opt,name=response_excerpt,json=responseExcerpt,proto3" json:"response_excerpt,omitempty"`
 	// The request, so that a DLQ record can be replayed.
-	Request       *DeliveryRequest `protobuf:"bytes,12,opt,name=request,proto3" json:"request,omitempty"`
-	IsTest        bool             `protobuf:"varint,13,opt,name=is_test,json=isTest,proto3" json:"is_test,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Request *DeliveryRequest `protobuf:"bytes,12,opt,name=request,proto3" json:"request,omitempty"`
+	IsTest  bool             `protobuf:"varint,13,opt,name=is_test,json=isTest,proto3" json:"is_test,omitempty"`
+	// Set on every outcome of a delivery replayed from the dispatch DLQ (its
+	// attempts restart at 1), so that stats do not count it as a new trigger
+	// or send; see pkg/stats.
+	Replay bool `protobuf:"varint,14,opt,name=replay,proto3" json:"replay,omitempty"`
+	// The request's first_attempt_ms: it tells one replay of a webhook-id from
+	// another, whose attempts have the same numbers.
+	FirstAttemptMs int64 `protobuf:"varint,15,opt,name=first_attempt_ms,json=firstAttemptMs,proto3" json:"first_attempt_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Delivery) Reset() {
@@ -320,6 +327,20 @@ func (x *Delivery) GetIsTest() bool {
 	return false
 }
 
+func (x *Delivery) GetReplay() bool {
+	if x != nil {
+		return x.Replay
+	}
+	return false
+}
+
+func (x *Delivery) GetFirstAttemptMs() int64 {
+	if x != nil {
+		return x.FirstAttemptMs
+	}
+	return 0
+}
+
 var File_hookstream_v1_delivery_proto protoreflect.FileDescriptor
 
 const file_hookstream_v1_delivery_proto_rawDesc = "" +
@@ -332,7 +353,7 @@ const file_hookstream_v1_delivery_proto_rawDesc = "" +
 	"\btriggers\x18\x03 \x03(\v2\x16.hookstream.v1.TriggerR\btriggers\x12\x18\n" +
 	"\aattempt\x18\x04 \x01(\x05R\aattempt\x12(\n" +
 	"\x10first_attempt_ms\x18\x05 \x01(\x03R\x0efirstAttemptMs\x12\x16\n" +
-	"\x06replay\x18\x06 \x01(\bR\x06replay\"\xc6\x04\n" +
+	"\x06replay\x18\x06 \x01(\bR\x06replay\"\x88\x05\n" +
 	"\bDelivery\x12\x1d\n" +
 	"\n" +
 	"webhook_id\x18\x01 \x01(\tR\twebhookId\x12\x1a\n" +
@@ -352,7 +373,9 @@ const file_hookstream_v1_delivery_proto_rawDesc = "" +
 	" \x01(\x03R\x04tsMs\x12)\n" +
 	"\x10response_excerpt\x18\v \x01(\tR\x0fresponseExcerpt\x128\n" +
 	"\arequest\x18\f \x01(\v2\x1e.hookstream.v1.DeliveryRequestR\arequest\x12\x17\n" +
-	"\ais_test\x18\r \x01(\bR\x06isTest\"u\n" +
+	"\ais_test\x18\r \x01(\bR\x06isTest\x12\x16\n" +
+	"\x06replay\x18\x0e \x01(\bR\x06replay\x12(\n" +
+	"\x10first_attempt_ms\x18\x0f \x01(\x03R\x0efirstAttemptMs\"u\n" +
 	"\x06Status\x12\x16\n" +
 	"\x12STATUS_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10STATUS_DELIVERED\x10\x01\x12\x13\n" +

@@ -215,13 +215,17 @@ func (p *devProcess) stop(t *testing.T) {
 
 // kcatProduce produces lines (one record each) with kcat to topic. A line
 // "KEY|VALUE" is keyed: producers key by identity to keep a user's records
-// in order.
-func kcatProduce(t *testing.T, broker, topic string, lines []string) {
+// in order. Each header ("NAME=VALUE") is set on every record.
+func kcatProduce(t *testing.T, broker, topic string, lines []string, headers ...string) {
 	t.Helper()
 	kcat := kafkatest.RequireKcat(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, kcat, "-b", broker, "-t", topic, "-P", "-z", "snappy", "-K", "|")
+	args := []string{"-b", broker, "-t", topic, "-P", "-z", "snappy", "-K", "|"}
+	for _, h := range headers {
+		args = append(args, "-H", h)
+	}
+	cmd := exec.CommandContext(ctx, kcat, args...)
 	cmd.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("kcat produce: %v: %s", err, out)

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -12,6 +13,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -111,7 +114,7 @@ func suiteManifests(url string, now time.Time) string {
 	hook("flaky", "  retry: {schedule: [1s, 1s], maxAge: 1m}\n")
 	trig := "  delivery: {type: triggered}\n"
 	pv := "  what: {payload: {profileVariables: [Identity, Email, Event_properties]}}\n"
-	campaign("single", "single", trig+"  trigger: {type: single_action, action: {event: Purchased, where: [{property: total, op: gte, value: 10}]}}\n"+pv)
+	campaign("single", "single", trig+"  trigger: {type: single_action, action: {event: Purchased, where: [{property: total, op: gte, value: 10}]}}\n  goal: {event: Reviewed, within: 1h}\n"+pv)
 	campaign("actions", "actions", trig+"  trigger: {type: actions, actions: [{event: Viewed}, {event: Wishlisted}], within: 1h, ordered: true}\n"+pv)
 	campaign("iwt", "iwt", trig+"  trigger: {type: inaction_within_time, action: {event: Carted}, inaction: {event: Bought}, matchOn: [sku], within: 3s}\n"+pv)
 	campaign("inaction", "inaction", trig+"  trigger: {type: inaction, action: {event: Launched}, inaction: {event: Bought}, lookback: 30d}\n"+pv)
@@ -199,9 +202,6 @@ func runSuite(t *testing.T, start func(*testing.T, string) deployment) {
 		`ca|{"type":"profile","identity":"ca","properties":{"Email":"ca@example.com","Country":"Canada","City":"Toronto"}}`,
 		`in|{"type":"identify","userId":"in","traits":{"email":"in@example.com","Country":"India","address":{"city":"Pune"}}}`,
 		`cl|{"d":[{"identity":"cl","type":"profile","profileData":{"Email":"cl@example.com","Country":"Canada","Timezone":"UTC"}}]}`,
-		// single_action (native)
-		`ca|{"type":"event","identity":"ca","name":"Purchased","properties":{"total":50},"id":"s-1"}`,
-		`ca|{"type":"event","identity":"ca","name":"Purchased","properties":{"total":5},"id":"s-2"}`,
 		// actions (Segment track)
 		`in|{"type":"track","userId":"in","event":"Viewed","properties":{"sku":"a"},"messageId":"a-1"}`,
 		`in|{"type":"track","userId":"in","event":"Wishlisted","properties":{"sku":"a"},"messageId":"a-2"}`,
@@ -228,21 +228,73 @@ func runSuite(t *testing.T, start func(*testing.T, string) deployment) {
 		// quiet hours (discard) in cl's UTC
 		`cl|{"type":"event","identity":"cl","name":"Nudged","id":"q-1"}`,
 	})
+	// single_action (native), from a traced producer: with tracing off (as
+	// here) its trace context is passed through to the webhook.
+	const producerTrace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	kcatProduce(t, d.kafka, "hookstream.events.raw", []string{
+		`ca|{"type":"event","identity":"ca","name":"Purchased","properties":{"total":50},"id":"s-1"}`,
+		`ca|{"type":"event","identity":"ca","name":"Purchased","properties":{"total":5},"id":"s-2"}`,
+	}, "traceparent=00-"+producerTrace+"-00f067aa0ba902b7-01")
 
+	// check waits for n webhooks on path and checks each as a receiver
+	// would (CONTRACT.md section 3): headers, and for a profileVariables
+	// payload (identity set) the body's campaign, targetId and profile.
+	targetIDs := map[int64]string{}
 	check := func(path string, n int, identity string) []receivedHook {
 		t.Helper()
 		hs := recv.wait(t, path, n, 60*time.Second)
+		campaign := strings.TrimPrefix(path, "/")
 		for _, h := range hs {
 			if h.Header.Get("webhook-id") == "" || !strings.HasPrefix(h.Header.Get("User-Agent"), "hookstream/") {
 				t.Errorf("%s: headers %v", path, h.Header)
 			}
-			if identity != "" && !strings.Contains(string(h.Body), `"`+identity+`"`) {
-				t.Errorf("%s: body %s does not name %s", path, h.Body, identity)
+			if ct := h.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("%s: Content-Type %q, want application/json", path, ct)
+			}
+			if ts, err := strconv.ParseInt(h.Header.Get("webhook-timestamp"), 10, 64); err != nil || time.Since(time.Unix(ts, 0)).Abs() > 5*time.Minute {
+				t.Errorf("%s: webhook-timestamp %q is not the attempt's time in Unix seconds", path, h.Header.Get("webhook-timestamp"))
+			}
+			// Without tracing, only a traced producer's context reaches
+			// the webhook (docs/dispatcher.md); whatever comes must be
+			// valid W3C trace context.
+			if tp := h.Header.Get("traceparent"); (tp != "" || path == "/single") && !traceparentRE.MatchString(tp) {
+				t.Errorf("%s: traceparent %q is not W3C trace context", path, tp)
+			} else if path == "/single" && !strings.Contains(tp, "-"+producerTrace+"-") {
+				t.Errorf("%s: traceparent %q is not in the producer's trace %s", path, tp, producerTrace)
+			}
+			if identity == "" {
+				continue
+			}
+			var body struct {
+				TargetID json.Number `json:"targetId"`
+				Campaign string      `json:"campaign"`
+				Profiles []struct {
+					Identity string `json:"Identity"`
+				} `json:"profiles"`
+			}
+			dec := json.NewDecoder(bytes.NewReader(h.Body))
+			dec.UseNumber()
+			if err := dec.Decode(&body); err != nil {
+				t.Errorf("%s: body is not JSON: %v: %s", path, err, h.Body)
+				continue
+			}
+			id, err := body.TargetID.Int64()
+			if err != nil || id <= 0 || body.Campaign != campaign || len(body.Profiles) != 1 || body.Profiles[0].Identity != identity {
+				t.Errorf("%s: body %s, want a positive targetId, campaign %q and the one profile %q", path, h.Body, campaign, identity)
+			}
+			if other, ok := targetIDs[id]; ok && other != campaign {
+				t.Errorf("campaigns %s and %s share targetId %d", other, campaign, id)
+			}
+			targetIDs[id] = campaign
+			if want := targetID(t, d.api, campaign); want != id {
+				t.Errorf("%s: targetId %d, the API says %d", path, id, want)
 			}
 		}
 		return hs
 	}
 	check("/single", 1, "ca")
+	// A conversion of a user who was sent the webhook: the test group's.
+	kcatProduce(t, d.kafka, "hookstream.events.raw", []string{`ca|{"type":"event","identity":"ca","name":"Reviewed","id":"s-3"}`})
 	check("/actions", 1, "in")
 	check("/inaction", 1, "in")
 	check("/awup", 1, "ca")
@@ -256,6 +308,7 @@ func runSuite(t *testing.T, start func(*testing.T, string) deployment) {
 		t.Errorf("inaction_within_time fired for %s, want the abandoned sku a", iwt[0].Body)
 	}
 	check("/dtp", 1, "in")
+	lastPositive := time.Now()
 
 	// Retries to the DLQ, then a replay with the original webhook-id.
 	flaky := recv.wait(t, "/flaky", 3, 60*time.Second)
@@ -266,6 +319,10 @@ func runSuite(t *testing.T, start func(*testing.T, string) deployment) {
 		}
 	}
 	waitStats(t, d.api, "flaky", func(s map[string]any) bool { return num(s["failed"]) == 1 })
+	flakyBefore := deliveryCountsOf(t, d.api, "flaky")
+	if want := (deliveryCounts{triggered: 1, sent: 1, delivered: 0, failed: 1, retries: 2}); flakyBefore != want {
+		t.Errorf("flaky before the replay: %+v, want %+v", flakyBefore, want)
+	}
 	recv.mu.Lock()
 	recv.fail["/flaky"] = 0
 	recv.mu.Unlock()
@@ -277,6 +334,17 @@ func runSuite(t *testing.T, start func(*testing.T, string) deployment) {
 	if got := replayed[3].Header.Get("webhook-id"); got != id {
 		t.Errorf("replayed webhook-id %s, want the original %s", got, id)
 	}
+	// The replay is the same trigger: not a new trigger or send; its users
+	// move from failed to delivered.
+	waitStats(t, d.api, "flaky", func(s map[string]any) bool { return num(s["delivered"]) == 1 })
+	if got, want := deliveryCountsOf(t, d.api, "flaky"), (deliveryCounts{triggered: 1, sent: 1, delivered: 1, failed: 0, retries: 2}); got != want {
+		t.Errorf("flaky after the replay: %+v, want %+v", got, want)
+	}
+	waitStats(t, d.api, "single", func(s map[string]any) bool {
+		conv, _ := s["conversions"].(map[string]any)
+		rate, _ := s["conversion_rate"].(map[string]any)
+		return num(conv["test"]) == 1 && num(conv["control"]) == 0 && num(rate["test"]) == 1
+	})
 
 	// Control group: no webhook; the goal counts as a control conversion.
 	kcatProduce(t, d.kafka, "hookstream.events.raw", []string{`ca|{"type":"event","identity":"ca","name":"Redeemed","id":"g-2"}`})
@@ -289,14 +357,33 @@ func runSuite(t *testing.T, start func(*testing.T, string) deployment) {
 		sup, _ := s["suppressed"].(map[string]any)
 		return num(sup["frequency_cap"]) == 1 && num(s["delivered"]) == 1
 	})
-	waitStats(t, d.api, "quiet", func(s map[string]any) bool { return num(s["triggered"]) == 1 && num(s["sent"]) == 0 })
-	for _, p := range []string{"/control", "/quiet"} {
-		if n := len(recv.hooks(p)); n != 0 {
-			t.Errorf("%s received %d webhooks, want none", p, n)
+	waitStats(t, d.api, "quiet", func(s map[string]any) bool {
+		sup, _ := s["suppressed"].(map[string]any)
+		return num(s["triggered"]) == 1 && num(s["sent"]) == 0 && num(sup["quiet_hours"]) == 1
+	})
+
+	// What must not fire: given time to (the inaction_within_time window
+	// is 3s, and every other trigger is immediate), none came.
+	time.Sleep(time.Until(lastPositive.Add(5 * time.Second)))
+	for _, c := range []struct {
+		path string
+		want int
+		why  string
+	}{
+		{"/control", 0, "the control group is held back"},
+		{"/quiet", 0, "quiet hours discard"},
+		{"/single", 1, "the Purchased of total 5 does not match the where"},
+		{"/awup", 1, "in is not in Canada"},
+		{"/inaction", 1, "ca bought before launching, so ca must not get an inaction webhook"},
+		{"/iwt", 1, "sku b was bought within the window and must not fire"},
+		{"/capped", 1, "the frequency cap allows one"},
+		{"/actions", 1, "one ordered sequence"},
+		{"/dtp", 1, "one eta"},
+		{"/linked", 1, "one question"},
+	} {
+		if n := len(recv.hooks(c.path)); n != c.want {
+			t.Errorf("%s received %d webhooks, want %d: %s", c.path, n, c.want, c.why)
 		}
-	}
-	if n := len(recv.hooks("/single")) + len(recv.hooks("/awup")); n != 2 {
-		t.Errorf("filtered events were sent: %d webhooks for single and awup, want 2", n)
 	}
 
 	// The scheduled recurring campaign: its run at the next whole minute
@@ -321,6 +408,38 @@ func runSuite(t *testing.T, start func(*testing.T, string) deployment) {
 	if bad > 0 {
 		t.Errorf("%d webhooks with a signature that does not verify", bad)
 	}
+}
+
+// traceparentRE is a W3C traceparent of version 00.
+var traceparentRE = regexp.MustCompile(`^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`)
+
+// targetID is the targetId the API gives campaign.
+func targetID(t *testing.T, api, campaign string) int64 {
+	t.Helper()
+	resp, err := http.Get(api + "/v1/campaigns/" + campaign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var c struct {
+		Status struct {
+			TargetID int64 `json:"targetId"`
+		} `json:"status"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&c); err != nil {
+		t.Fatalf("GET campaign %s: %v", campaign, err)
+	}
+	return c.Status.TargetID
+}
+
+// deliveryCounts are the delivery counters of a campaign's stats.
+type deliveryCounts struct{ triggered, sent, delivered, failed, retries float64 }
+
+func deliveryCountsOf(t *testing.T, api, campaign string) deliveryCounts {
+	t.Helper()
+	var s map[string]any
+	waitStats(t, api, campaign, func(m map[string]any) bool { s = m; return true })
+	return deliveryCounts{num(s["triggered"]), num(s["sent"]), num(s["delivered"]), num(s["failed"]), num(s["retries"])}
 }
 
 func num(v any) float64 {

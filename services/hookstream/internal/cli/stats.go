@@ -3,9 +3,11 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"sort"
 	"strings"
@@ -31,9 +33,18 @@ func runStats(args []string, stdout, stderr io.Writer) error {
 	if len(pos) != 1 {
 		return usageError(fs, "stats NAME")
 	}
-	var s stats.Stats
-	if err := c.do(context.Background(), "GET", "/v1/campaigns/"+url.PathEscape(pos[0])+"/stats", "", nil, &s); err != nil {
+	if err := checkOutput(*output); err != nil {
 		return err
+	}
+	ctx := context.Background()
+	var s stats.Stats
+	if err := c.do(ctx, "GET", "/v1/campaigns/"+url.PathEscape(pos[0])+"/stats", "", nil, &s); err != nil {
+		return err
+	}
+	if counted(&s) == 0 {
+		if err := mustExist(ctx, c, pos[0]); err != nil {
+			return err
+		}
 	}
 	if *output == "json" {
 		enc := json.NewEncoder(stdout)
@@ -62,7 +73,9 @@ func runStats(args []string, stdout, stderr io.Writer) error {
 	}
 	var active []stats.Day
 	for _, d := range s.Days {
-		if d.Triggered+d.Sent+d.Delivered+d.Failed+d.Retries > 0 {
+		// A day with only conversions (of users triggered earlier) is
+		// shown too.
+		if d.Triggered+d.Sent+d.Delivered+d.Failed+d.Retries+d.Conversions["test"]+d.Conversions["control"] > 0 {
 			active = append(active, d)
 		}
 	}
@@ -93,6 +106,9 @@ func runDeliveries(args []string, stdout, stderr io.Writer) error {
 	if len(pos) != 1 {
 		return usageError(fs, "deliveries NAME")
 	}
+	if err := checkOutput(*output); err != nil {
+		return err
+	}
 	q := url.Values{"limit": {fmt.Sprint(*limit)}}
 	if *failed {
 		q.Set("failed", "true")
@@ -103,8 +119,14 @@ func runDeliveries(args []string, stdout, stderr io.Writer) error {
 	var resp struct {
 		Deliveries []stats.Attempt `json:"deliveries"`
 	}
-	if err := c.do(context.Background(), "GET", "/v1/campaigns/"+url.PathEscape(pos[0])+"/deliveries?"+q.Encode(), "", nil, &resp); err != nil {
+	ctx := context.Background()
+	if err := c.do(ctx, "GET", "/v1/campaigns/"+url.PathEscape(pos[0])+"/deliveries?"+q.Encode(), "", nil, &resp); err != nil {
 		return err
+	}
+	if len(resp.Deliveries) == 0 {
+		if err := mustExist(ctx, c, pos[0]); err != nil {
+			return err
+		}
 	}
 	if *output == "json" {
 		enc := json.NewEncoder(stdout)
@@ -118,11 +140,44 @@ func runDeliveries(args []string, stdout, stderr io.Writer) error {
 		if why == "" {
 			why = a.Reason
 		}
-		http := "-"
+		code := "-"
 		if a.HTTPStatus != 0 {
-			http = fmt.Sprint(a.HTTPStatus)
+			code = fmt.Sprint(a.HTTPStatus)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\t%.1fms\t%s\n", a.At, a.WebhookID, strings.Join(a.Identities, ","), a.Attempt, a.Status, http, a.LatencyMs, why)
+		status := a.Status
+		if a.Replay {
+			status += " (replay)"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%s\t%.1fms\t%s\n", a.At, a.WebhookID, strings.Join(a.Identities, ","), a.Attempt, status, code, a.LatencyMs, why)
 	}
 	return w.Flush()
+}
+
+func checkOutput(o string) error {
+	if o != "table" && o != "json" {
+		return fmt.Errorf("-o must be table or json, got %q", o)
+	}
+	return nil
+}
+
+// counted is how many things the stats have counted at all.
+func counted(s *stats.Stats) int64 {
+	n := s.Triggered + s.Sent + s.Delivered + s.Failed + s.Retries + s.Conversions["test"] + s.Conversions["control"]
+	for _, v := range s.Suppressed {
+		n += v
+	}
+	return n
+}
+
+// mustExist tells a campaign that has not counted anything yet from a
+// misspelt name: a stats API that is not given the catalog
+// (stats.Reader.Exists) answers zeros for any name, so empty answers are
+// checked against the campaigns API.
+func mustExist(ctx context.Context, c *client, name string) error {
+	err := c.do(ctx, "GET", "/v1/campaigns/"+url.PathEscape(name), "", nil, nil)
+	var ae *apiError
+	if errors.As(err, &ae) && ae.status == http.StatusNotFound {
+		return fmt.Errorf("campaign %q not found (hookstream get campaigns lists them)", name)
+	}
+	return err
 }

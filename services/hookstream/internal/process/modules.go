@@ -111,7 +111,9 @@ func (p *Process) register() {
 		adm.Ready = func() bool { return svc.State() == service.StateRunning } // the catalog is loaded before ingest runs
 		adm.Register(p.Server.Mux)
 		rdb := redisconn.Open(cfg.Redis)
-		(&stats.Reader{RDB: rdb}).Register(p.Server.Mux, adm.Authorize)
+		// Stats of a campaign that is neither in the catalog nor counted
+		// are a 404, not zeros; a deleted campaign's stay readable.
+		(&stats.Reader{RDB: rdb, Exists: func(name string) bool { _, ok := p.Catalog.Campaign(name); return ok }}).Register(p.Server.Mux, adm.Authorize)
 		// POST /v1/campaigns/{name}/test sends through the dispatcher's own
 		// render and send path, from the API process.
 		tester, err := dispatcher.NewTester(cfg.Dispatcher, p.Log, p.Catalog, rdb)
