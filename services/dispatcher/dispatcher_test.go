@@ -418,6 +418,13 @@ func testDLQAndReplay(t *testing.T, b redistest.Backend) {
 	if ids := rcv.ids(); ids[len(ids)-1] != "x1" {
 		t.Errorf("replay sent webhook-id %s, want the original x1", ids[len(ids)-1])
 	}
+	// The delivered replay resolves x1 on the DLQ: replaying again sends
+	// nothing.
+	e.eventually("the replay's resolution on the DLQ", func() bool { return len(e.dlqOf("fails")) == 2 })
+	res, err = Replay(ctx, e.kcfg, testLogger(), ReplayOptions{Campaign: "fails"})
+	if err != nil || res.Replayed != 0 || res.Resolved != 1 || len(res.WebhookIDs) != 0 {
+		t.Fatalf("second replay: %+v %v, want nothing replayed and x1 resolved", res, err)
+	}
 }
 
 func testGone(t *testing.T, b redistest.Backend) {

@@ -276,7 +276,13 @@ func (d *Dispatcher) attempted(j *job, wh *manifest.Webhook, res webhook.Result,
 		if d.log.Enabled(ctx, slog.LevelDebug) {
 			d.log.DebugContext(jobCtx(j), "delivered", "campaign", j.req.Campaign, "webhook_id", j.req.WebhookId, "attempt", j.req.Attempt, "status", res.Status, "latency", res.Latency)
 		}
-		return &outcome{recs: []*kgo.Record{d.deliveryRecord(del)}, done: j.done, acks: j.acks}
+		o := &outcome{recs: []*kgo.Record{d.deliveryRecord(del)}, done: j.done, acks: j.acks}
+		if j.req.Replay {
+			// Marks the DLQ's requests of this webhook-id resolved, so
+			// that the next hookstream replay does not send it again.
+			o.recs = append(o.recs, d.dlqRecord(del, nil))
+		}
+		return o
 	}
 	del.Error = describe(res)
 	final := func(why string) *outcome {

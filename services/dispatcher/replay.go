@@ -28,8 +28,10 @@ type ReplayOptions struct {
 // ReplayResult says what Replay found and did.
 type ReplayResult struct {
 	// Scanned is every DLQ record read; Matched those of the campaign and
-	// window; Replayed the deliveries produced (each webhook-id once).
-	Scanned, Matched, Replayed int
+	// window; Resolved the webhook-ids skipped because an earlier replay
+	// delivered them; Replayed the deliveries produced (each webhook-id
+	// once).
+	Scanned, Matched, Resolved, Replayed int
 	WebhookIDs                 []string
 }
 
@@ -39,8 +41,11 @@ type ReplayResult struct {
 // sends it with its original webhook-id (receivers can deduplicate) through
 // the webhook's rate limit, circuit breaker and retries, skipping the caps
 // and quiet hours that already passed. A webhook-id found several times is
-// replayed once. A webhook disabled by 410 must be re-applied (a new
-// generation) first, or its deliveries return to the DLQ.
+// replayed once. A replay that was delivered writes a record without a
+// request (status delivered, replay set) to the DLQ, which resolves the
+// webhook-id's requests before it: the next Replay skips them, unless the
+// webhook-id failed again since. A webhook disabled by 410 must be
+// re-applied (a new generation) first, or its deliveries return to the DLQ.
 func Replay(ctx context.Context, kcfg kafka.Config, log *slog.Logger, o ReplayOptions) (ReplayResult, error) {
 	var res ReplayResult
 	if o.Campaign == "" {
@@ -90,18 +95,31 @@ func Replay(ctx context.Context, kcfg kafka.Config, log *slog.Logger, o ReplayOp
 				log.Warn("skipping undecodable DLQ record", "partition", r.Partition, "offset", r.Offset, "err", err)
 				return
 			}
-			if del.Campaign != o.Campaign || del.Request == nil || (!o.Since.IsZero() && del.TsMs < o.Since.UnixMilli()) {
+			if del.Campaign != o.Campaign {
+				return
+			}
+			if del.Request == nil {
+				if del.Replay && del.Status == hookstreamv1.Delivery_STATUS_DELIVERED && latest[del.WebhookId] != nil {
+					latest[del.WebhookId] = nil // delivered by an earlier replay
+				}
+				return
+			}
+			if !o.Since.IsZero() && del.TsMs < o.Since.UnixMilli() {
 				return
 			}
 			res.Matched++
 			if _, seen := latest[del.Request.WebhookId]; !seen {
 				order = append(order, del.Request.WebhookId)
 			}
-			latest[del.Request.WebhookId] = del.Request
+			latest[del.Request.WebhookId] = del.Request // also when it failed again after a replay
 		})
 	}
 	var out []*kgo.Record
 	for _, id := range order {
+		if latest[id] == nil {
+			res.Resolved++
+			continue
+		}
 		req := proto.Clone(latest[id]).(*hookstreamv1.DeliveryRequest)
 		req.Replay, req.Attempt, req.FirstAttemptMs = true, 1, 0
 		v, err := proto.Marshal(req)

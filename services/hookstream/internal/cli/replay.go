@@ -78,10 +78,10 @@ func runReplay(args []string, stdout, stderr io.Writer) error {
 		for _, id := range res.WebhookIDs {
 			fmt.Fprintln(stdout, id)
 		}
-		fmt.Fprintf(stdout, "would replay %d deliveries of %s (%d DLQ records read, %d matched)\n", len(res.WebhookIDs), *campaign, res.Scanned, res.Matched)
+		fmt.Fprintf(stdout, "would replay %d deliveries of %s (%d DLQ records read, %d matched, %d already delivered by a replay)\n", len(res.WebhookIDs), *campaign, res.Scanned, res.Matched, res.Resolved)
 		return nil
 	}
-	fmt.Fprintf(stdout, "replayed %d deliveries of %s (%d DLQ records read, %d matched)\n", res.Replayed, *campaign, res.Scanned, res.Matched)
+	fmt.Fprintf(stdout, "replayed %d deliveries of %s (%d DLQ records read, %d matched, %d already delivered by a replay)\n", res.Replayed, *campaign, res.Scanned, res.Matched, res.Resolved)
 	return nil
 }
 
