@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"runtime/debug"
 	"sort"
 	"strings"
@@ -167,6 +166,9 @@ func runValidate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if len(objs) == 0 {
+		return fmt.Errorf("validate: no manifests in %s", strings.Join(files, ", "))
+	}
 	if probs := manifest.Validate(objs, nil); len(probs) > 0 {
 		return fmt.Errorf("invalid manifests:\n%w", probs)
 	}
@@ -183,7 +185,7 @@ func readManifests(paths []string) ([]manifest.Object, error) {
 		var objs []manifest.Object
 		var err error
 		if p == "-" {
-			data, rerr := io.ReadAll(os.Stdin)
+			data, rerr := io.ReadAll(stdin)
 			if rerr != nil {
 				return nil, rerr
 			}

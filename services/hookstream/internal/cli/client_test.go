@@ -221,6 +221,13 @@ spec:
 		bad+`:11: Campaign/cart: spec.trigger.within: must be a duration like 30m, 36h, 3d or 2w, got "half an hour"`,
 		bad+":12: Campaign/cart: spec.controlGroup.percent: must be between 0 and 100, got 120")
 	hookstream(t, "", "validate", "-f", dir).fails(t, bad+":11: Campaign/cart: spec.trigger.within: must be a duration like 30m")
+	// validate is offline: a valid set is reported object by object, from
+	// files and from stdin, with no server running.
+	hookstream(t, "", "validate", "-f", hook).ok(t, "Webhook/crm valid\n")
+	hookstream(t, "apiVersion: hookstream.dev/v1\nkind: Webhook\nmetadata: {name: a}\nspec: {url: https://a.example.com}\n---\n"+
+		"apiVersion: hookstream.dev/v1\nkind: Campaign\nmetadata: {name: c}\nspec:\n  webhook: a\n  delivery: {type: triggered}\n  trigger: {type: single_action, action: {event: E}}\n",
+		"validate", "-f", "-").ok(t, "Webhook/a valid\nCampaign/c valid\n")
+	hookstream(t, "# nothing here\n", "validate", "-f", "-").fails(t, "validate: no manifests in -")
 
 	ghost := writeFile(t, dir, "b-bad.yaml", "# refers to a webhook that nobody applied\napiVersion: hookstream.dev/v1\nkind: Campaign\nmetadata: {name: cart}\nspec:\n  webhook: ghost\n  delivery: {type: triggered}\n  trigger: {type: single_action, action: {event: E}}\n")
 	hookstream(t, "", "apply", "-f", dir).fails(t, ghost+`:6: Campaign/cart: spec.webhook: Webhook "ghost" does not exist`)
