@@ -18,7 +18,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .PHONY: help
 help: ## Show this help.
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 .PHONY: run
 run: ## Run every service in one process on embedded Kafka (127.0.0.1:9092) and Redis, with the examples.
@@ -75,8 +75,8 @@ image: ## Build the container image (IMAGE=hookstream:dev) with docker build; ne
 	fi
 
 .PHONY: e2e
-e2e: tools ## The full end-to-end suite: every scenario on the all-in-one and on four separate service processes (make test runs the -short form).
-	go test -race -count=1 -timeout 40m -v -run 'TestSuite' ./services/hookstream/e2e/
+e2e: tools ## The full end-to-end suite: every scenario on the all-in-one and on four service processes, the timer crash with 100,000 pending, stats across kills of every service (make test runs short forms of the suite and the crash test).
+	go test -race -count=1 -timeout 60m -v -run 'TestSuite|TestTimerCrashFiresEveryTimerOnce|TestStatsSurviveServiceRestarts' ./services/hookstream/e2e/
 
 CHAOS_SEED ?= 0
 CHAOS_DURATION ?= 3m

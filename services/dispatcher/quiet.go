@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/hookstream/hookstream/pkg/manifest"
+	"github.com/hookstream/hookstream/pkg/schedule"
 )
 
 type quietAction int
@@ -62,15 +63,12 @@ func campaignZone(c *manifest.Campaign) *time.Location {
 // the window [from, to) is read in the profile's Timezone (an IANA name),
 // else in the campaign's zone; a window whose from is after its to spans
 // midnight. Inside it, the campaign's action applies (delay, the default,
-// until to; or discard).
+// until to; or discard). The window follows the zone's wall clock as
+// schedule.Quiet does: an end that daylight saving time skips is the moment
+// of the jump, and an hour that happens twice is quiet once.
 func quietHoursOf(c *manifest.Campaign, profile []byte, now time.Time) quiet {
 	q := c.Spec.QuietHours
 	if q == nil {
-		return quiet{}
-	}
-	from, okf := clockMinutes(q.From)
-	to, okt := clockMinutes(q.To)
-	if !okf || !okt || from == to {
 		return quiet{}
 	}
 	loc := campaignZone(c)
@@ -84,32 +82,16 @@ func quietHoursOf(c *manifest.Campaign, profile []byte, now time.Time) quiet {
 			}
 		}
 	}
-	local := now.In(loc)
-	minute := local.Hour()*60 + local.Minute()
-	inside := false
-	if from < to {
-		inside = minute >= from && minute < to
-	} else {
-		inside = minute >= from || minute < to
+	w, err := schedule.NewQuiet(q.From, q.To, loc)
+	if err != nil {
+		return quiet{} // validation rejects such a campaign
 	}
+	inside, end := w.Check(now)
 	if !inside {
 		return quiet{}
 	}
 	if q.Action == "discard" {
 		return quiet{action: quietDiscard}
 	}
-	end := time.Date(local.Year(), local.Month(), local.Day(), to/60, to%60, 0, 0, loc)
-	if !end.After(local) {
-		end = time.Date(local.Year(), local.Month(), local.Day()+1, to/60, to%60, 0, 0, loc)
-	}
 	return quiet{action: quietDelay, until: end}
-}
-
-// clockMinutes parses "HH:MM" into minutes after midnight.
-func clockMinutes(s string) (int, bool) {
-	t, err := time.Parse("15:04", s)
-	if err != nil {
-		return 0, false
-	}
-	return t.Hour()*60 + t.Minute(), true
 }

@@ -32,7 +32,7 @@ type ReplayResult struct {
 	// delivered them; Replayed the deliveries produced (each webhook-id
 	// once).
 	Scanned, Matched, Resolved, Replayed int
-	WebhookIDs                 []string
+	WebhookIDs                           []string
 }
 
 // Replay reads {prefix}dispatch.dlq from its start to its current end and

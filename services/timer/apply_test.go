@@ -69,6 +69,15 @@ func newApplyService(t testing.TB) (*Service, *[]*kgo.Record) {
 
 func newApplyServiceIn(t testing.TB, dir string) (*Service, *[]*kgo.Record) {
 	t.Helper()
+	s, produced := openApplyService(t, dir)
+	t.Cleanup(func() { s.store.db.Close() })
+	return s, produced
+}
+
+// openApplyService is newApplyServiceIn without the clean-up: the caller
+// closes s.store.db.
+func openApplyService(t testing.TB, dir string) (*Service, *[]*kgo.Record) {
+	t.Helper()
 	var cfg Config
 	cfg.RegisterFlags(flag.NewFlagSet("t", flag.ContinueOnError))
 	kcfg := kafkatest.Config("127.0.0.1:1")
@@ -81,7 +90,6 @@ func newApplyServiceIn(t testing.TB, dir string) (*Service, *[]*kgo.Record) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { st.db.Close() })
 	s.store = st
 	for p := range int32(kcfg.Partitions) {
 		s.parts[p] = newPartition(-1)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,10 +23,11 @@ import (
 	hookstreamv1 "github.com/hookstream/hookstream/proto/hookstream/v1"
 )
 
-// Benchmarks. `make bench` runs them all; the 10,000,000-timer state size
-// runs only with HOOKSTREAM_BENCH_LARGE=1 (it takes minutes and ~2 GB of
-// disk). BenchmarkPendingState comes first so that the process's resident
-// memory is measured before the Kafka benchmarks grow it.
+// Benchmarks. `make bench` runs them all; the 10,000,000-timer sizes of
+// BenchmarkPendingState and BenchmarkWithPending run only with
+// HOOKSTREAM_BENCH_LARGE=1 (about five minutes and 1 GB of disk each).
+// BenchmarkPendingState comes first so that the process's resident memory
+// is measured before the Kafka benchmarks grow it.
 
 const benchBatch = 1000 // records per consumer batch, as kafka.fetch_max_records
 
@@ -55,7 +57,8 @@ func benchRecords(tb testing.TB, p int32, first, count int, base time.Time) []*k
 // BenchmarkPendingState applies 100,000 and 1,000,000 pending timers (and
 // 10,000,000 with HOOKSTREAM_BENCH_LARGE=1) to the store and reports the Go
 // heap and the process's resident memory after each, and the disk used per
-// timer: the state lives in Pebble, so memory stays flat as timers grow.
+// timer: the state lives in Pebble, so memory stays flat as timers grow (it
+// fails when the heap grows by more than heapGrowthBound).
 func BenchmarkPendingState(b *testing.B) {
 	sizes := []int{100_000, 1_000_000}
 	if os.Getenv("HOOKSTREAM_BENCH_LARGE") != "" {
@@ -67,6 +70,7 @@ func BenchmarkPendingState(b *testing.B) {
 		base := time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
 		done := 0
 		start := time.Now()
+		var heapFirst uint64
 		runtime.GC()
 		b.ReportMetric(float64(rssBytes(b))/(1<<20), "rss-MB@0")
 		for _, size := range sizes {
@@ -83,6 +87,11 @@ func BenchmarkPendingState(b *testing.B) {
 			runtime.GC()
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
+			if size == sizes[0] {
+				heapFirst = ms.HeapInuse
+			} else {
+				checkHeapFlat(b, sizes[0], size, heapFirst, ms.HeapInuse)
+			}
 			disk, sst := dirSize(b, dir)
 			label := fmt.Sprintf("%dk", size/1000)
 			if size >= 1_000_000 {
@@ -358,5 +367,225 @@ func BenchmarkFireLateness(b *testing.B) {
 		b.ReportMetric(fired[len(fired)*99/100], "fired-p99-ms")
 		b.ReportMetric(arrived[len(arrived)/2], "arrived-p50-ms")
 		b.ReportMetric(arrived[len(arrived)*99/100], "arrived-p99-ms")
+	}
+}
+
+// heapGrowthBound is how much the Go heap in use may grow from 100,000
+// pending timers to a million or ten million: a store that kept even 32
+// bytes a timer in the heap would pass it at a million. The state is in
+// Pebble, whose block cache and memtables are allocated outside the Go
+// heap.
+const heapGrowthBound = 32 << 20
+
+// heapInUse is the Go heap in use after a collection.
+func heapInUse() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
+}
+
+// checkHeapFlat fails b when the heap grew with the pending count.
+func checkHeapFlat(b *testing.B, from, to int, heapFrom, heapTo uint64) {
+	b.Helper()
+	if heapTo > heapFrom+heapGrowthBound {
+		b.Errorf("heap in use grew from %.1f MiB with %d pending timers to %.1f MiB with %d (%.0f bytes a timer): timer state must stay in Pebble, not the heap",
+			float64(heapFrom)/(1<<20), from, float64(heapTo)/(1<<20), to, float64(heapTo-heapFrom)/float64(to-from))
+	}
+}
+
+// BenchmarkWithPending measures the service with timers already pending
+// (0, which is the same-run baseline, and 1,000,000; 10,000,000 with
+// HOOKSTREAM_BENCH_LARGE=1): they are applied straight to the store, due
+// in a week or later, before the service starts on it. Then, in this order:
+//   - schedule rate: 200,000 commands waiting on the timers topic, consumed,
+//     applied and stored (as BenchmarkScheduleThroughKafka);
+//   - lateness: 10,000 timers due over 5 seconds at the default tick and
+//     rate on the wall clock (as BenchmarkFireLateness);
+//   - fire rate: 100,000 overdue timers, pace uncapped (as
+//     BenchmarkFireThroughKafka).
+//
+// It also reports the heap, the process's resident memory and the disk with
+// the pending timers applied, and fails when the heap grew with them.
+func BenchmarkWithPending(b *testing.B) {
+	sizes := []int{0, 1_000_000}
+	if os.Getenv("HOOKSTREAM_BENCH_LARGE") != "" {
+		sizes = append(sizes, 10_000_000)
+	}
+	for _, size := range sizes {
+		label := fmt.Sprintf("pending=%dM", size/1_000_000)
+		if size == 0 {
+			label = "pending=0"
+		}
+		b.Run(label, func(b *testing.B) {
+			for range b.N {
+				benchWithPending(b, size)
+			}
+		})
+	}
+}
+
+func benchWithPending(b *testing.B, size int) {
+	dir := b.TempDir()
+	// Due in a week or later on the wall clock, which is after the
+	// harness's fixed clock too: none of them fires here.
+	far := time.Now().Add(7 * 24 * time.Hour)
+	s, _ := openApplyService(b, dir)
+	start := time.Now()
+	heap100k := uint64(0)
+	for done := 0; done < size; {
+		n := min(benchBatch, size-done)
+		recs := benchRecords(b, int32(done/benchBatch%3), done, n, far)
+		for _, r := range recs {
+			r.Key = append([]byte("pending:"), r.Key...)
+			var c hookstreamv1.TimerCommand
+			if err := proto.Unmarshal(r.Value, &c); err != nil {
+				b.Fatal(err)
+			}
+			c.Id, c.DestinationTopic = string(r.Key), "out"
+			c.DueMs += int64(done%30) * 24 * time.Hour.Milliseconds() // spread over a month
+			var err error
+			if r.Value, err = proto.Marshal(&c); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := s.apply(context.Background(), recs); err != nil {
+			b.Fatal(err)
+		}
+		done += n
+		if done == 100_000 {
+			heap100k = heapInUse()
+		}
+	}
+	if size > 0 {
+		b.ReportMetric(float64(size)/time.Since(start).Seconds(), "prefill-cmds/s")
+		if err := s.store.db.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		heap := heapInUse()
+		debug.FreeOSMemory()
+		disk, _ := dirSize(b, dir)
+		b.ReportMetric(float64(heap)/(1<<20), "heap-MB")
+		b.ReportMetric(float64(rssBytes(b))/(1<<20), "rss-MB")
+		b.ReportMetric(float64(disk)/(1<<20), "disk-MB")
+		checkHeapFlat(b, 100_000, size, heap100k, heap)
+	}
+	// The store now stands for the first size records of an earlier timers
+	// topic; this broker's topic is new, so every partition is read from
+	// offset 0 (the benchmark's own timers have other ids).
+	batch := s.store.db.NewBatch()
+	for p := range int32(3) {
+		if err := setUint(batch, partKey('o', p), 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := batch.Commit(pebble.Sync); err != nil {
+		b.Fatal(err)
+	}
+	batch.Close()
+	if err := s.store.db.Close(); err != nil {
+		b.Fatal(err)
+	}
+
+	h := newHarness(b)
+	produce := func(prefix string, n int, due func(i int) time.Time) {
+		recs := make([]*kgo.Record, 0, n)
+		for i := range n {
+			id := fmt.Sprintf("%s-%09d", prefix, i)
+			rec, err := Schedule(h.cfg.Topics(), &hookstreamv1.TimerCommand{Id: id, DueMs: due(i).UnixMilli(), DestinationTopic: "out", DestinationKey: []byte(id), Payload: benchPayload})
+			if err != nil {
+				b.Fatal(err)
+			}
+			recs = append(recs, rec)
+		}
+		if err := kafka.ProduceSync(context.Background(), h.client, recs...); err != nil {
+			b.Fatal(err)
+		}
+	}
+	pending := int64(size)
+
+	// Schedule rate.
+	const scheduled = 200_000
+	produce("schedule", scheduled, func(int) time.Time { return far })
+	h.noWait = true
+	in := h.start(dir)
+	var first time.Time
+	for in.s.Pending() < pending+scheduled {
+		if first.IsZero() && in.s.Pending() > pending {
+			first = time.Now()
+		}
+		time.Sleep(time.Millisecond)
+	}
+	b.ReportMetric(float64(scheduled)/time.Since(first).Seconds(), "schedule-cmds/s")
+	pending += scheduled
+	in.stop(b)
+	h.noWait = false
+
+	// Lateness at steady state, on the wall clock. It runs before the fire
+	// rate so that the clean-ups of the fire-rate markers, due a minute
+	// after the harness's clock, are not overdue here.
+	const late, over = 10_000, 5 * time.Second
+	h.wall = true
+	in = h.start(dir)
+	base := time.Now().Add(2 * time.Second)
+	produce("late", late, func(i int) time.Time { return base.Add(time.Duration(i) * over / late) })
+	// A timer may fire again (at least once); lateness is of the first.
+	fired := make([]float64, 0, late)
+	seen := make(map[string]bool, late)
+	again := 0
+	for len(seen) < late {
+		select {
+		case r := <-h.fired:
+			if seen[string(r.Key)] {
+				again++
+				continue
+			}
+			seen[string(r.Key)] = true
+			hdr := headers(r)
+			due, _ := strconv.ParseInt(hdr[HeaderTimerDueMs], 10, 64)
+			at, _ := strconv.ParseInt(hdr[HeaderTimerFiredMs], 10, 64)
+			fired = append(fired, float64(at-due))
+		case <-time.After(60 * time.Second):
+			b.Fatal("timers stopped firing")
+		}
+	}
+	b.ReportMetric(float64(again), "fired-again")
+	slices.Sort(fired)
+	b.ReportMetric(fired[len(fired)/2], "fired-p50-ms")
+	b.ReportMetric(fired[len(fired)*99/100], "fired-p99-ms")
+	// Stopped before its fired markers are out, the service would fire
+	// the last batch again, late on the wall clock, never on the earlier
+	// clock of the next phase.
+	waitPending(b, in, pending)
+	in.stop(b)
+	h.wall = false
+
+	// Fire rate, pace uncapped, on the harness's clock.
+	const overdue = 100_000
+	now := h.clock.Now()
+	produce("fire", overdue, func(i int) time.Time { return now.Add(-time.Duration(overdue-i) * time.Millisecond) })
+	cfg := h.config()
+	cfg.DataDir = dir
+	cfg.FireRate = 10_000_000
+	in = h.startWith(cfg)
+	waitPending(b, in, pending+overdue)
+	fireStart := time.Now()
+	h.clock.Advance(time.Second) // the pacer starts empty
+	h.drain(b, overdue)
+	b.ReportMetric(float64(overdue)/time.Since(fireStart).Seconds(), "fire-timers/s")
+	waitPending(b, in, pending)
+	in.stop(b)
+}
+
+// waitPending waits until want timers are pending: applying after a
+// prefill of millions waits on Pebble's compactions of it.
+func waitPending(b *testing.B, in *instance, want int64) {
+	b.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for in.s.Pending() != want {
+		if time.Now().After(deadline) {
+			b.Fatalf("%d timers pending after 2 minutes, want %d", in.s.Pending(), want)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -348,6 +348,15 @@ func (s *Service) refreshPartitions(ctx context.Context, ticked bool) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// A partition that waits while the consumer reads the others (a
+	// rebuild reads them one after another) is not stalled: only a tick in
+	// which no partition behind its end advanced counts.
+	advanced := false
+	for _, ps := range s.parts {
+		if !ps.ready && ps.target >= 0 && ps.next != ps.lastNext {
+			advanced = true
+		}
+	}
 	for p, ps := range s.parts {
 		if ps.target < 0 {
 			if o, ok := ends.Lookup(s.topics.Timers, p); ok && o.Err == nil {
@@ -364,10 +373,13 @@ func (s *Service) refreshPartitions(ctx context.Context, ticked bool) {
 			ps.ready = true
 			s.log.Info("partition caught up; firing", "partition", p, "offset", ps.next)
 		case !ticked:
+		case ps.next == ps.lastNext && advanced:
+			ps.stalled = 0 // waiting its turn
 		case ps.next == ps.lastNext:
 			// Compaction can remove the records at the very end of the
 			// log, so the end offset may never be reached: a partition
-			// that stops advancing for stallAfter is taken as caught up.
+			// that stops advancing for stallAfter, while no other
+			// partition does either, is taken as caught up.
 			if ps.stalled++; time.Duration(ps.stalled)*s.cfg.Tick.Std() >= stallAfter {
 				ps.ready = true
 				s.log.Warn("partition stopped short of its end offset; firing", "partition", p, "offset", ps.next, "end", ps.target)
@@ -378,8 +390,9 @@ func (s *Service) refreshPartitions(ctx context.Context, ticked bool) {
 	}
 }
 
-// stallAfter is how long without progress makes a partition that is behind
-// its end offset count as caught up (counted in ticks, not clock time).
+// stallAfter is how long without progress, of the partition and of every
+// other one behind its end, makes a partition that is behind its end
+// offset count as caught up (counted in ticks, not clock time).
 const stallAfter = 30 * time.Second
 
 // readyParts returns the owned partitions that may fire, in order. Call

@@ -132,45 +132,56 @@ func timerWaitUntil(t *testing.T, timeout time.Duration, what string, cond func(
 	}
 }
 
-// The timer service is killed with SIGKILL in the middle of firing 100,000
-// timers, then restarted on the same disk or on an empty one: after
-// deduplication by timer id, every timer fired exactly once and none is
-// lost. Under -race the full size takes about 80s per case (the binary and
-// the in-process broker both run with the race detector); -short runs
-// 10,000 timers in about 20s per case.
+// The timer service is killed with SIGKILL twice: first with 100,000
+// timers pending and none due yet, then in the middle of firing them; each
+// time it restarts on the same disk or on an empty one. After deduplication
+// by timer id every timer fired exactly once and none is lost. -short runs
+// 10,000 timers.
 func TestTimerCrashFiresEveryTimerOnce(t *testing.T) {
-	n := 100_000
+	n, margin := 100_000, 90*time.Second
 	if testing.Short() {
-		n = 10_000
+		n, margin = 10_000, 8*time.Second
 	}
 	for _, keepDisk := range []bool{true, false} {
 		name := "keep-disk"
 		if !keepDisk {
 			name = "new-disk"
 		}
-		t.Run(name, func(t *testing.T) { timerCrash(t, n, keepDisk) })
+		t.Run(name, func(t *testing.T) { timerCrash(t, n, margin, keepDisk) })
 	}
 }
 
-func timerCrash(t *testing.T, n int, keepDisk bool) {
+// timerCrash schedules n timers due from margin on (margin covers producing
+// them, starting the service and applying them), plus one sentinel timer
+// per partition that is due at once.
+func timerCrash(t *testing.T, n int, margin time.Duration, keepDisk bool) {
 	start := time.Now()
 	kc := kafkatest.New(t)
 	cfg := kc.Config()
 	const dest = "crash.out"
-	cl, err := kafka.NewClient(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "crash-test", kgo.ConsumeTopics(dest), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cl, err := kafka.NewClient(cfg, log, "crash-test", kgo.ConsumeTopics(dest), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	if err := kafka.EnsureTopics(ctx, cl, -1, append(cfg.TopicSpecs(), kafka.TopicSpec{Name: dest, Partitions: 3})); err != nil {
 		t.Fatal(err)
 	}
 
-	// Schedule n timers due over the next 10 seconds (after a start-up
-	// margin), in a shuffled order of due times across partitions.
-	base := time.Now().Add(5 * time.Second)
-	due := make(map[string]int64, n)
+	// kafkatest compacts every 500ms; a pass over a few hundred thousand
+	// records holds kfake's single loop for seconds under -race, so compact
+	// every 5s here. Compaction still runs while the timers fire.
+	cleaner := "5000"
+	if res, err := kadm.NewClient(cl).AlterBrokerConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "log.cleaner.backoff.ms", Value: &cleaner}}, 0); err != nil || res[0].Err != nil {
+		t.Fatalf("slowing kfake's cleaner: %v %v", err, res)
+	}
+
+	// n timers due over 10 seconds from margin on, in a shuffled order of
+	// due times across partitions.
+	base := time.Now().Add(margin)
+	due := make(map[string]int64, n+3)
 	recs := make([]*kgo.Record, 0, n)
 	for i := range n {
 		id := fmt.Sprintf("t-%06d", i)
@@ -185,14 +196,31 @@ func timerCrash(t *testing.T, n int, keepDisk bool) {
 	if err := kafka.ProduceSync(ctx, cl, recs...); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("scheduled %d timers in %v", n, time.Since(start).Round(time.Millisecond))
-	// kafkatest compacts every 500ms; a pass over a few hundred thousand
-	// records holds kfake's single loop for seconds under -race, so compact
-	// every 5s here. Compaction still runs while the timers fire.
-	cleaner := "5000"
-	if res, err := kadm.NewClient(cl).AlterBrokerConfigs(ctx, []kadm.AlterConfig{{Op: kadm.SetConfig, Name: "log.cleaner.backoff.ms", Value: &cleaner}}, 0); err != nil || res[0].Err != nil {
-		t.Fatalf("slowing kfake's cleaner: %v %v", err, res)
+	// Each sentinel is the last record of its partition and the service
+	// applies a partition in order: its firing shows that all of the
+	// partition's timers are in the service's state.
+	sentinels := make([]*kgo.Record, 0, 3)
+	now := time.Now().UnixMilli()
+	for p := range int32(3) {
+		id := fmt.Sprintf("sentinel-%d", p)
+		due[id] = now
+		rec, err := timer.Schedule(cfg.Topics(), &hookstreamv1.TimerCommand{Id: id, DueMs: now, DestinationTopic: dest, DestinationKey: []byte(id), Payload: []byte(id), Owner: "crash-test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec.Partition = p
+		sentinels = append(sentinels, rec)
 	}
+	manual, err := kafka.NewClient(cfg, log, "crash-test-sentinels", kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = kafka.ProduceSync(ctx, manual, sentinels...)
+	manual.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("scheduled %d timers (%v)", n, time.Since(start).Round(time.Millisecond))
 
 	f := &timerFirings{count: map[string]int{}}
 	consumed := make(chan struct{})
@@ -209,26 +237,44 @@ func timerCrash(t *testing.T, n int, keepDisk bool) {
 	t.Cleanup(func() { cl.Close(); <-consumed })
 
 	dir := filepath.Join(t.TempDir(), "timer")
+	crashed := func(what string) {
+		t.Helper()
+		t.Logf("killed with -9 %s (%v)", what, time.Since(start).Round(time.Millisecond))
+		if !keepDisk {
+			if err := os.RemoveAll(dir); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	// Static membership, as a pod name gives in Kubernetes: the restarted
 	// process takes the killed one's place without waiting for its session
 	// to time out.
 	args := []string{"-timer.fire-rate=20000", "-timer.instance-id=crash-test"}
 	p := startTimer(t, kc.Addr(), dir, args...)
-	timerWaitUntil(t, 120*time.Second, "a third of the timers to fire", func() bool { return f.distinct() >= n/3 })
+	timerWaitUntil(t, margin, "the sentinel of every partition to fire", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.count["sentinel-0"] > 0 && f.count["sentinel-1"] > 0 && f.count["sentinel-2"] > 0
+	})
+	t.Logf("every partition caught up (%v); the first timer is due in %v", time.Since(start).Round(time.Millisecond), time.Until(base).Round(time.Millisecond))
 	p.kill9(t)
-	killedAt := f.distinct()
-	t.Logf("killed with -9 after %d of %d timers fired (%v)", killedAt, n, time.Since(start).Round(time.Millisecond))
-	if killedAt >= n {
-		t.Fatalf("every timer fired before the kill: the test did not kill mid-firing")
+	if got := f.distinct(); got != 3 || !time.Now().Before(base) {
+		t.Fatalf("the kill came %v before the first timer was due and after %d had fired, want it before any was due: the margin of %v is too short for this machine",
+			time.Until(base).Round(time.Millisecond), got-3, margin)
 	}
-	if !keepDisk {
-		if err := os.RemoveAll(dir); err != nil {
-			t.Fatal(err)
-		}
-	}
+	crashed(fmt.Sprintf("with all %d timers pending", n))
 
 	p = startTimer(t, kc.Addr(), dir, args...)
-	timerWaitUntil(t, 300*time.Second, "every timer to fire", func() bool { return f.distinct() >= n })
+	timerWaitUntil(t, margin+120*time.Second, "a third of the timers to fire", func() bool { return f.distinct() >= 3+n/3 })
+	p.kill9(t)
+	killedAt := f.distinct() - 3
+	if killedAt >= n {
+		t.Fatalf("every timer fired before the second kill: the test did not kill mid-firing")
+	}
+	crashed(fmt.Sprintf("after %d of %d timers fired", killedAt, n))
+
+	p = startTimer(t, kc.Addr(), dir, args...)
+	timerWaitUntil(t, 300*time.Second, "every timer to fire", func() bool { return f.distinct() >= n+3 })
 	time.Sleep(2 * time.Second) // anything fired twice arrives too
 	p.stop(t)
 
@@ -242,9 +288,9 @@ func timerCrash(t *testing.T, n int, keepDisk bool) {
 			t.Fatalf("timer %s never fired", id)
 		}
 	}
-	if len(f.count) != n {
-		t.Fatalf("%d distinct timers fired, want %d", len(f.count), n)
+	if len(f.count) != n+3 {
+		t.Fatalf("%d distinct timers fired, want %d", len(f.count), n+3)
 	}
-	t.Logf("every one of %d timers fired; %d records in all (%d fired again after the crash) in %v",
-		n, f.total, f.total-n, time.Since(start).Round(time.Millisecond))
+	t.Logf("every one of %d timers fired; %d records in all (%d fired again after the crashes) in %v",
+		n, f.total-3, f.total-n-3, time.Since(start).Round(time.Millisecond))
 }
