@@ -472,17 +472,7 @@ func TestTargetIDsDoNotCollide(t *testing.T) {
 // topic.
 func lastGeneration(t *testing.T, cfg kafka.Config, key string) int64 {
 	t.Helper()
-	var value []byte
-	for _, r := range readTopic(t, cfg) {
-		if string(r.Key) == key {
-			value = r.Value
-		}
-	}
-	o, err := manifest.Decode(value)
-	if err != nil {
-		t.Fatalf("last %s record: %v", key, err)
-	}
-	return o.GetMetadata().Generation
+	return lastObject(t, cfg, key).GetMetadata().Generation
 }
 
 // Records that two writers wrote with the same generation (two ingest
@@ -547,6 +537,12 @@ func TestCollidingGenerationsToldApart(t *testing.T) {
 // lastValue reads the PromoCode of the last record for key on the topic.
 func lastValue(t *testing.T, cfg kafka.Config, key string) string {
 	t.Helper()
+	return lastObject(t, cfg, key).(*manifest.Campaign).Spec.What.KeyValues["PromoCode"]
+}
+
+// lastObject decodes the last record for key on the topic.
+func lastObject(t *testing.T, cfg kafka.Config, key string) manifest.Object {
+	t.Helper()
 	var value []byte
 	for _, r := range readTopic(t, cfg) {
 		if string(r.Key) == key {
@@ -557,5 +553,5 @@ func lastValue(t *testing.T, cfg kafka.Config, key string) string {
 	if err != nil {
 		t.Fatalf("last %s record: %v", key, err)
 	}
-	return o.(*manifest.Campaign).Spec.What.KeyValues["PromoCode"]
+	return o
 }

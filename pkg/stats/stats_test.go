@@ -138,16 +138,7 @@ func check(t *testing.T, s *Stats) {
 func TestStats(t *testing.T) {
 	for _, b := range redistest.Backends {
 		t.Run(string(b), func(t *testing.T) {
-			kc := kafkatest.New(t)
-			cfg := kc.Config()
-			cl, err := kafka.NewClient(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "t")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cl.Close()
-			if err := kafka.EnsureTopics(context.Background(), cl, -1, cfg.TopicSpecs()); err != nil {
-				t.Fatal(err)
-			}
+			cfg, cl := newTopics(t)
 			produce(t, cl, cfg)
 			addr := redistest.Start(t, b)
 			stop := runAggregator(t, cfg, addr)
@@ -246,16 +237,7 @@ func TestReplay(t *testing.T) {
 	}
 	for _, b := range redistest.Backends {
 		t.Run(string(b), func(t *testing.T) {
-			kc := kafkatest.New(t)
-			cfg := kc.Config()
-			cl, err := kafka.NewClient(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "t")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cl.Close()
-			if err := kafka.EnsureTopics(context.Background(), cl, -1, cfg.TopicSpecs()); err != nil {
-				t.Fatal(err)
-			}
+			cfg, cl := newTopics(t)
 			addr := redistest.Start(t, b)
 			defer runAggregator(t, cfg, addr)()
 			r := &Reader{RDB: redisconn.Open(redisconn.Config{Addr: addr}), Now: func() time.Time { return later }}
@@ -344,16 +326,7 @@ func TestNotFound(t *testing.T) {
 func TestLargeBatch(t *testing.T) {
 	for _, b := range redistest.Backends {
 		t.Run(string(b), func(t *testing.T) {
-			kc := kafkatest.New(t)
-			cfg := kc.Config()
-			cl, err := kafka.NewClient(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "t")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cl.Close()
-			if err := kafka.EnsureTopics(context.Background(), cl, -1, cfg.TopicSpecs()); err != nil {
-				t.Fatal(err)
-			}
+			cfg, cl := newTopics(t)
 			const n = 3*scriptRecords + 7
 			var msgs []proto.Message
 			for i := 0; i < n; i++ {
@@ -376,4 +349,20 @@ func TestLargeBatch(t *testing.T) {
 			}
 		})
 	}
+}
+
+// newTopics starts a broker with the contract's topics and returns its
+// configuration and a client (closed with the test).
+func newTopics(t *testing.T) (kafka.Config, *kgo.Client) {
+	t.Helper()
+	cfg := kafkatest.New(t).Config()
+	cl, err := kafka.NewClient(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	if err := kafka.EnsureTopics(context.Background(), cl, -1, cfg.TopicSpecs()); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, cl
 }
