@@ -68,7 +68,7 @@ func (w *Writer) Apply(ctx context.Context, objs []manifest.Object, dryRun bool)
 	var changes []Change
 	var recs []*kgo.Record
 	byKey := map[string]writtenObj{}
-	taken := map[int64]string{} // targetIds given in this apply
+	var targetIDs map[int64]string // in use, by campaign name: made at the first new campaign
 
 	for _, o := range objs {
 		manifest.ApplyDefaults(o)
@@ -98,9 +98,12 @@ func (w *Writer) Apply(ctx context.Context, objs []manifest.Object, dryRun bool)
 				}
 			}
 			if id == 0 {
-				id = w.freeTargetID(md.Name, taken)
+				if targetIDs == nil {
+					targetIDs = w.targetIDsInUse()
+				}
+				id = freeTargetID(md.Name, targetIDs)
+				targetIDs[id] = md.Name
 			}
-			taken[id] = md.Name
 			c.Status = &manifest.CampaignState{TargetID: id}
 		}
 		value, err := json.Marshal(o)
@@ -249,30 +252,31 @@ func sameSpec(a, b manifest.Object) (bool, error) {
 	return bytes.Equal(x, y), nil
 }
 
-// freeTargetID is the targetId of a new campaign: TargetID(name), unless
-// another campaign has it (the hash of two names can collide), then that of
-// "name#1", "name#2", ... The id is written with the campaign, so every
-// process agrees on it whatever the order of creation.
-func (w *Writer) freeTargetID(name string, taken map[int64]string) int64 {
+// targetIDsInUse maps the catalog's campaigns' targetIds to their names.
+func (w *Writer) targetIDsInUse() map[int64]string {
 	inUse := map[int64]string{}
 	for _, c := range w.Cat.Campaigns() {
-		if c.Status != nil && c.Metadata.Name != name {
+		if c.Status != nil {
 			inUse[c.Status.TargetID] = c.Metadata.Name
 		}
 	}
+	return inUse
+}
+
+// freeTargetID is the targetId of a new campaign: TargetID(name), unless
+// another campaign has it in inUse (the hash of two names can collide),
+// then that of "name#1", "name#2", ... The id is written with the
+// campaign, so every process agrees on it whatever the order of creation.
+func freeTargetID(name string, inUse map[int64]string) int64 {
 	for i := 0; ; i++ {
 		candidate := name
 		if i > 0 {
 			candidate = fmt.Sprintf("%s#%d", name, i)
 		}
 		id := TargetID(candidate)
-		if other, ok := inUse[id]; ok && other != name {
-			continue
+		if other, ok := inUse[id]; !ok || other == name {
+			return id
 		}
-		if other, ok := taken[id]; ok && other != name {
-			continue
-		}
-		return id
 	}
 }
 
